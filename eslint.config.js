@@ -1,0 +1,18 @@
+// Flat config shared by every package: the recommended rules of ESLint and
+// typescript-eslint, plus the few that protect the hot paths.
+import js from "@eslint/js";
+import tseslint from "typescript-eslint";
+
+export default tseslint.config(
+  { ignores: ["**/dist/**", "**/node_modules/**", "docs/api/**", "**/.cache/**"] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    rules: {
+      "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
+      "no-constant-condition": ["error", { checkLoops: false }],
+      "prefer-const": "error",
+      "no-var": "error",
+    },
+  },
+);
