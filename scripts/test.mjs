@@ -45,6 +45,7 @@ if (checks) {
     ["lint", [turbo, "run", "lint"]],
     ["docs (TypeDoc, warnings are errors)", [turbo, "run", "docs"]],
     ["release dry run (pack every package)", ["node", join(root, "scripts", "release.mjs"), "--dry-run"]],
+    ["changeset status", [join(root, "node_modules", ".bin", "changeset"), "status"]],
   ];
   for (const [name, [cmd, ...args]] of named) {
     console.log(`\n=== check: ${name}`);
