@@ -41,3 +41,14 @@ export {
   type StopInfo,
   type BootLoader,
 } from "./machine.js";
+export {
+  LEGACY_PIC,
+  X86_CPU_CONTROL,
+  type LegacyInterruptController,
+  type X86BootState,
+  type X86CpuControl,
+  type X86SegmentInit,
+  type X86TableRegister,
+  type X86Register32,
+  type X86SegmentName,
+} from "./x86-platform.js";

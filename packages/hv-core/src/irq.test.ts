@@ -39,4 +39,13 @@ describe("InterruptLines", () => {
     expect(() => lines.line(256)).toThrowError(/GSI 256/);
     expect(() => lines.line(-1)).toThrowError(/IRQ|GSI/);
   });
+
+  it("broadcasts EOIs to every listener", () => {
+    const lines = new InterruptLines();
+    const seen: number[] = [];
+    lines.onEoi((v) => seen.push(v));
+    lines.onEoi((v) => seen.push(v + 1000));
+    lines.eoi(0x31);
+    expect(seen).toEqual([0x31, 0x1031]);
+  });
 });

@@ -14,7 +14,11 @@ export interface InterruptRouter {
 
 /**
  * Receiver of message-signalled interrupts (MSI/MSI-X): a write of `data` to
- * guest-physical `address` (0xFEExxxxx on x86), routed to a local APIC.
+ * guest-physical `address`, routed to a local APIC. On x86 this is also the
+ * APIC bus: the I/O APIC turns each redirection entry into such a message.
+ * Format: Intel SDM Vol. 3 §11.11 (address 0xFEE00000 | destination ID << 12
+ * | RH << 3 | DM << 2; data = trigger << 15 | level << 14 | delivery mode << 8
+ * | vector).
  */
 export interface MsiSink {
   /** Delivers one MSI message. */
@@ -72,6 +76,7 @@ export class IrqLine {
 export class InterruptLines {
   private readonly counts = new Int32Array(MAX_GSI);
   private routerImpl: InterruptRouter | undefined;
+  private readonly eoiListeners: ((vector: number) => void)[] = [];
   /** Where MSI messages go; installed by the platform. */
   msiSink: MsiSink | undefined;
 
@@ -109,6 +114,19 @@ export class InterruptLines {
   sendMsi(address: number, data: number): void {
     this.msiSink?.deliverMsi(address, data);
     this.onActivity();
+  }
+
+  /**
+   * Subscribes to end-of-interrupt broadcasts (the I/O APIC clears Remote IRR
+   * of level-triggered entries on them, Intel 82093AA §3.2.4).
+   */
+  onEoi(listener: (vector: number) => void): void {
+    this.eoiListeners.push(listener);
+  }
+
+  /** Broadcasts an EOI for a level-triggered `vector` (called by local APICs). */
+  eoi(vector: number): void {
+    for (const l of this.eoiListeners) l(vector);
   }
 
   /** @internal */
