@@ -44,7 +44,7 @@ describe("InterruptLines", () => {
     const lines = new InterruptLines();
     const seen: number[] = [];
     lines.onEoi((v) => seen.push(v));
-    lines.onEoi((v) => seen.push(v + 1000));
+    lines.onEoi((v) => seen.push(v + 0x1000));
     lines.eoi(0x31);
     expect(seen).toEqual([0x31, 0x1031]);
   });
