@@ -27,7 +27,7 @@ function toolVersion(cmd, flag = "--version") {
 const tools = ["qemu-img", "nasm", "qemu-system-i386", "qemu-system-x86_64"].map((t) => `${t}=${toolVersion(t)}`).join(";");
 const env = { ...process.env, TYPEVISOR_TOOLS: tools };
 
-const workspaces = ["packages", "examples", "bench", "docs"]
+const workspaces = ["packages", "examples", "bench", "docs", "test-support"]
   .filter((d) => existsSync(join(root, d)))
   .flatMap((d) => (existsSync(join(root, d, "package.json")) ? [join(root, d)] : readdirSync(join(root, d), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => join(root, d, e.name))))
   .filter((dir) => existsSync(join(dir, "package.json")));
