@@ -1,0 +1,51 @@
+/**
+ * `@typevisor/virtio`: virtio 1.2 devices for typevisor. Split and packed
+ * virtqueues, the virtio-mmio and virtio-pci transports, a device framework
+ * (features, status, reset, configuration space, saved state), and the blk,
+ * console, rng and net devices.
+ *
+ * @packageDocumentation
+ */
+export {
+  VirtioStatus,
+  VirtioDeviceId,
+  VirtioFeature,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_AVAIL,
+  VIRTQ_DESC_F_USED,
+  VIRTQ_AVAIL_F_NO_INTERRUPT,
+  VIRTQ_USED_F_NO_NOTIFY,
+  RING_EVENT_FLAGS_ENABLE,
+  RING_EVENT_FLAGS_DISABLE,
+  RING_EVENT_FLAGS_DESC,
+  MAX_QUEUE_SIZE,
+} from "./constants.js";
+export { VirtqueueError, VirtioConfigError } from "./errors.js";
+export { FlatGuestMemory } from "./flat-guest-memory.js";
+export { DescriptorChain, CHAIN_OK, CHAIN_BAD_ADDRESS, CHAIN_BAD_ORDER, CHAIN_TOO_LONG } from "./descriptor-chain.js";
+export { Virtqueue, type VirtqueueFeatures, type VirtqueueState } from "./virtqueue.js";
+export type { RingState } from "./virtqueue-ring.js";
+export {
+  VirtioDevice,
+  type VirtioInterrupts,
+  type VirtioHost,
+  type VirtioDeviceEvents,
+  type VirtioRingOptions,
+  type VirtioDeviceSpec,
+  type VirtioDeviceState,
+} from "./virtio-device.js";
+export {
+  VirtioMmioTransport,
+  VirtioMmioReg,
+  VIRTIO_MMIO_MAGIC,
+  VIRTIO_MMIO_VENDOR_ID,
+  VIRTIO_MMIO_DEFAULT_SIZE,
+  VIRTIO_MMIO_INT_VRING,
+  VIRTIO_MMIO_INT_CONFIG,
+  virtioMmioKernelParam,
+  attachVirtioMmio,
+  type VirtioMmioOptions,
+  type VirtioMmioPlacement,
+} from "./transport-mmio.js";
