@@ -48,4 +48,20 @@ export {
   attachVirtioMmio,
   type VirtioMmioOptions,
   type VirtioMmioPlacement,
+  type VirtioMmioState,
 } from "./transport-mmio.js";
+export { type BlockBackend, MemoryBlockBackend, BlockBackendError } from "./block-backend.js";
+export {
+  VirtioBlkDevice,
+  VirtioBlkFeature,
+  VirtioBlkRequest,
+  VirtioBlkStatus,
+  type VirtioBlkOptions,
+  type VirtioBlkStats,
+} from "./device-blk.js";
+export { VirtioRngDevice, type VirtioRngOptions } from "./device-rng.js";
+export { type CharBackend, type ReadableLike, type WritableLike, streamCharBackend, MemoryCharBackend } from "./char-backend.js";
+export { VirtioConsoleDevice, VirtioConsoleFeature, type VirtioConsoleOptions } from "./device-console.js";
+export { virtioPlugin, virtioMmioKernelParams, VIRTIO_MMIO_DEFAULT_SLOTS, type VirtioPlacementOptions, type VirtioPlugin } from "./plugins.js";
+export { virtioBlk, virtioConsole, virtioRng } from "./plugin-devices.js";
+export { parseDiskOption, splitOptionString, type DiskOption } from "./options.js";

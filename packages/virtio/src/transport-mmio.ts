@@ -91,14 +91,20 @@ export interface VirtioMmioOptions {
   host: VirtioHost;
 }
 
-/** The transport's saved state. */
-interface MmioState {
+/** The saved state of a {@link VirtioMmioTransport}. */
+export interface VirtioMmioState {
   [key: string]: StateValue;
+  /** DeviceFeaturesSel. */
   deviceFeaturesSel: number;
+  /** DriverFeaturesSel. */
   driverFeaturesSel: number;
+  /** QueueSel. */
   queueSel: number;
+  /** SHMSel. */
   shmSel: number;
+  /** InterruptStatus. */
   interruptStatus: number;
+  /** The device. */
   device: VirtioDeviceState;
 }
 
@@ -119,7 +125,7 @@ export function virtioMmioKernelParam(base: number, size: number, irq: number): 
  * ignored on write (§4.2.2.2). The configuration space at 0x100 takes 8-, 16-
  * and 32-bit accesses.
  */
-export class VirtioMmioTransport implements MmioHandler, VirtioInterrupts, Snapshottable<MmioState> {
+export class VirtioMmioTransport implements MmioHandler, VirtioInterrupts, Snapshottable<VirtioMmioState> {
   /** The device behind the registers. */
   readonly device: VirtioDevice;
   /** Guest-physical base of the window. */
@@ -307,7 +313,7 @@ export class VirtioMmioTransport implements MmioHandler, VirtioInterrupts, Snaps
   }
 
   /** Saves the transport registers and the device. */
-  saveState(): MmioState {
+  saveState(): VirtioMmioState {
     return {
       deviceFeaturesSel: this.deviceFeaturesSel,
       driverFeaturesSel: this.driverFeaturesSel,
@@ -319,7 +325,7 @@ export class VirtioMmioTransport implements MmioHandler, VirtioInterrupts, Snaps
   }
 
   /** Restores the transport registers and the device (data from an untrusted file). */
-  loadState(data: MmioState): void {
+  loadState(data: VirtioMmioState): void {
     const u32 = (v: unknown, what: string): number => {
       if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new StateError("STATE_MALFORMED", `${this.stateId}: saved ${what} is malformed`);
       return v;

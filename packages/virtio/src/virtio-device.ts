@@ -29,9 +29,25 @@ export interface VirtioDeviceEvents {
    * The device set DEVICE_NEEDS_RESET because the driver misused it (a
    * corrupted queue) or the device failed; the guest must reset it.
    */
-  needsReset: { device: string; reason: string; error?: unknown };
+  needsReset: {
+    /** Device name. */
+    device: string;
+    /** What went wrong, naming the queue and field. */
+    reason: string;
+    /** The underlying error. */
+    error?: unknown;
+  };
   /** A request failed without breaking the device (bad buffer, I/O error). */
-  requestError: { device: string; queue: number; reason: string; error?: unknown };
+  requestError: {
+    /** Device name. */
+    device: string;
+    /** Queue index (-1 for feature negotiation). */
+    queue: number;
+    /** What went wrong. */
+    reason: string;
+    /** The underlying error (e.g. from the backend). */
+    error?: unknown;
+  };
 }
 
 /** Ring features a device offers; all on by default except `accessPlatform`. */

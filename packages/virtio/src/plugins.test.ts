@@ -1,0 +1,50 @@
+import { describe, expect, it } from "vitest";
+import { createMachine, GUEST_MEMORY, type Plugin } from "@typevisor/hv-core";
+import { MemoryBlockBackend } from "./block-backend.js";
+import { MemoryCharBackend } from "./char-backend.js";
+import { FlatGuestMemory } from "./flat-guest-memory.js";
+import { virtioBlk, virtioConsole, virtioRng } from "./plugin-devices.js";
+import { virtioMmioKernelParams } from "./plugins.js";
+
+const memoryPlugin = (mem: FlatGuestMemory): Plugin => ({
+  name: "flat-memory",
+  version: "1.0.0",
+  provides: ["memory"],
+  setup: (m) => m.services.provide(GUEST_MEMORY, mem),
+});
+
+describe("virtio plugins", () => {
+  it("place devices on virtio-mmio slots and list them for the kernel command line", async () => {
+    const mem = new FlatGuestMemory(1 << 20);
+    const disk0 = new MemoryBlockBackend(1 << 20);
+    let closed = 0;
+    disk0.close = async () => void closed++;
+    const blk0 = virtioBlk({ disk: disk0, id: "0" });
+    const blk1 = virtioBlk({ disk: new MemoryBlockBackend(4096), id: "1", readOnly: true, mmio: { base: 0xd000_0000, irq: 7 } });
+    const con = virtioConsole({ backend: new MemoryCharBackend() });
+    const rng = virtioRng();
+    const vm = await createMachine({ memory: 1 << 20, plugins: [blk0, blk1, con, rng, memoryPlugin(mem)] });
+    expect(vm.plugins.all.map((p) => p.name)).toEqual(["virtio-blk-0", "virtio-blk-1", "virtio-console", "virtio-rng", "flat-memory"]);
+    expect(virtioMmioKernelParams(vm)).toBe(
+      "virtio_mmio.device=0x200@0xfeb00000:5 virtio_mmio.device=0x200@0xd0000000:7 virtio_mmio.device=0x200@0xfeb00200:9 virtio_mmio.device=0x200@0xfeb00400:10",
+    );
+    expect(vm.mmio.read(0xfeb00000 + 8, 4)).toBe(2);
+    expect(vm.mmio.read(0xd0000000 + 8, 4)).toBe(2);
+    expect(vm.mmio.read(0xfeb00200 + 8, 4)).toBe(3);
+    expect(vm.mmio.read(0xfeb00400 + 8, 4)).toBe(4);
+    expect(blk0.mmio?.base).toBe(0xfeb00000);
+    expect(vm.states.ids).toEqual(["virtio-mmio@0xfeb00000", "virtio-mmio@0xd0000000", "virtio-mmio@0xfeb00200", "virtio-mmio@0xfeb00400"]);
+    await vm.plugins.teardown(vm);
+    expect(closed).toBe(1);
+  });
+
+  it("needs a memory provider, and a PCI bus for transport pci", async () => {
+    await expect(createMachine({ plugins: [virtioRng()] })).rejects.toThrow(/memory/);
+    await expect(createMachine({ plugins: [virtioRng({ transport: "pci" }), memoryPlugin(new FlatGuestMemory(4096))] })).rejects.toThrow(/PCI bus/);
+  });
+
+  it("runs out of default interrupts with a clear error", async () => {
+    const plugins = Array.from({ length: 7 }, (_, i) => virtioRng({ id: String(i) }));
+    await expect(createMachine({ plugins: [...plugins, memoryPlugin(new FlatGuestMemory(4096))] })).rejects.toThrow(/no free default virtio-mmio interrupt/);
+  });
+});

@@ -1,0 +1,102 @@
+import type { Machine, Plugin } from "@typevisor/hv-core";
+import { VirtioConfigError } from "./errors.js";
+import { attachVirtioMmio, type VirtioMmioTransport } from "./transport-mmio.js";
+import type { VirtioDevice } from "./virtio-device.js";
+
+/** Where a virtio plugin puts its device. */
+export interface VirtioPlacementOptions {
+  /**
+   * The transport: `"mmio"` (virtio-mmio; Linux finds it through
+   * {@link virtioMmioKernelParams}) or `"pci"` (virtio-pci on the platform's PCI bus).
+   * Default `"mmio"`.
+   */
+  transport?: "mmio" | "pci";
+  /** virtio-mmio placement; defaults come from {@link VIRTIO_MMIO_DEFAULT_SLOTS}. */
+  mmio?: {
+    /** Guest-physical base of the register window. */
+    base?: number;
+    /** GSI of the interrupt line. */
+    irq?: number;
+    /** Window size (default 0x200). */
+    size?: number;
+  };
+  /** Distinguishes several devices of one kind: the plugin is named `<kind>-<id>`. */
+  id?: string;
+}
+
+/**
+ * Default virtio-mmio placement, in order of use: register windows at
+ * 0xfeb00000 + n x 0x200 (below the I/O APIC at 0xfec00000, as QEMU's microvm
+ * does) and the ISA interrupts a PC leaves free.
+ */
+export const VIRTIO_MMIO_DEFAULT_SLOTS = {
+  /** Base of the first window. */
+  base: 0xfeb0_0000,
+  /** Distance between windows. */
+  stride: 0x200,
+  /** Interrupt lines, one per device. */
+  irqs: [5, 9, 10, 11, 14, 15] as readonly number[],
+};
+
+const mmioTransports = new WeakMap<Machine, VirtioMmioTransport[]>();
+const autoSlots = new WeakMap<Machine, number>();
+
+/**
+ * The Linux kernel command-line parameters declaring every virtio-mmio
+ * device of `machine` (`virtio_mmio.device=...`, space separated), to append
+ * to the guest's command line.
+ */
+export function virtioMmioKernelParams(machine: Machine): string {
+  return (mmioTransports.get(machine) ?? []).map((t) => t.kernelParam).join(" ");
+}
+
+/** A virtio device as a machine plugin; `device` is usable before setup (events, statistics). */
+export interface VirtioPlugin<D extends VirtioDevice> extends Plugin {
+  /** The device. */
+  readonly device: D;
+  /** The virtio-mmio transport once set up with `transport: "mmio"`. */
+  readonly mmio: VirtioMmioTransport | undefined;
+}
+
+/**
+ * Wraps a device into a plugin that places it on the chosen transport.
+ * `release` runs at teardown (close the disk, the console backend).
+ */
+export function virtioPlugin<D extends VirtioDevice>(kind: string, device: D, placement: VirtioPlacementOptions, release?: () => void | Promise<void>): VirtioPlugin<D> {
+  const transport = placement.transport ?? "mmio";
+  let mmio: VirtioMmioTransport | undefined;
+  return {
+    name: placement.id !== undefined ? `${kind}-${placement.id}` : kind,
+    version: "0.1.0",
+    requires: ["memory"],
+    device,
+    get mmio() {
+      return mmio;
+    },
+    setup(machine: Machine) {
+      if (transport === "pci") {
+        throw new VirtioConfigError("VIRTIO_TRANSPORT", `${kind}: the virtio-pci transport needs the platform's PCI bus, which this machine does not provide`);
+      }
+      const o = placement.mmio ?? {};
+      let base = o.base;
+      let irq = o.irq;
+      if (base === undefined || irq === undefined) {
+        const n = autoSlots.get(machine) ?? 0;
+        autoSlots.set(machine, n + 1);
+        const slots = VIRTIO_MMIO_DEFAULT_SLOTS;
+        base ??= slots.base + n * slots.stride;
+        if (irq === undefined) {
+          if (n >= slots.irqs.length) throw new VirtioConfigError("VIRTIO_MMIO_SLOTS", `${kind}: no free default virtio-mmio interrupt (${slots.irqs.length} in use); pass mmio.irq`);
+          irq = slots.irqs[n];
+        }
+      }
+      mmio = attachVirtioMmio(machine, device, { base, irq, size: o.size });
+      const list = mmioTransports.get(machine) ?? [];
+      list.push(mmio);
+      mmioTransports.set(machine, list);
+    },
+    async teardown() {
+      await release?.();
+    },
+  };
+}
