@@ -161,8 +161,6 @@ export class VirtioBlkDevice extends VirtioDevice {
   private readonly inflight = new Set<BlkRequest>();
   private readonly discardOn: boolean;
   private readonly writeZeroesOn: boolean;
-  private signalPending = 0;
-  private signalScheduled = false;
 
   /** @param options - disk and features */
   constructor(options: VirtioBlkOptions) {
@@ -445,30 +443,10 @@ export class VirtioBlkDevice extends VirtioDevice {
         if (status === VirtioBlkStatus.OK) this.stats.ok++;
         else if (status === VirtioBlkStatus.IOERR) this.stats.ioerr++;
         q.push(c, used);
-        this.scheduleSignal(q.index);
+        this.signalUsedSoon(q);
       });
     }
     this.free.push(req);
-  }
-
-  /** Coalesces the used-buffer notifications of completions that land in the same tick. */
-  private scheduleSignal(queue: number): void {
-    this.signalPending |= 1 << (queue & 31);
-    if (this.signalScheduled) return;
-    this.signalScheduled = true;
-    queueMicrotask(() => {
-      this.signalScheduled = false;
-      const pending = this.signalPending;
-      this.signalPending = 0;
-      for (let i = 0; i < this.queues.length; i++) {
-        if (pending & (1 << (i & 31))) this.guard(i, () => this.signalUsed(this.queues[i]));
-      }
-    });
-  }
-
-  protected override onReset(): void {
-    // Running requests finish against the backend but their completions are dropped (epoch).
-    this.signalPending = 0;
   }
 
   /** In-flight requests, so a restored machine re-issues them. */

@@ -65,3 +65,17 @@ export { VirtioConsoleDevice, VirtioConsoleFeature, type VirtioConsoleOptions } 
 export { virtioPlugin, virtioMmioKernelParams, VIRTIO_MMIO_DEFAULT_SLOTS, type VirtioPlacementOptions, type VirtioPlugin } from "./plugins.js";
 export { virtioBlk, virtioConsole, virtioRng } from "./plugin-devices.js";
 export { parseDiskOption, splitOptionString, type DiskOption } from "./options.js";
+export {
+  type NetBackend,
+  type NetPort,
+  type NetEndpointInfo,
+  type FrameRecorder,
+  recordingBackend,
+  formatMac,
+  parseMac,
+} from "./net-backend.js";
+export { VirtualSwitch, type VirtualSwitchOptions, type SwitchPortStats, type SwitchPortInfo } from "./net-switch.js";
+export { PcapWriter, type PcapWriterOptions, type ByteSink } from "./net-pcap.js";
+export { VirtioNetDevice, VirtioNetFeature, VIRTIO_NET_S_LINK_UP, type VirtioNetOptions, type VirtioNetStats } from "./device-net.js";
+export { virtioNet, type VirtioNetPluginOptions } from "./plugin-devices.js";
+export { parseNetOption, type NetOption } from "./options.js";

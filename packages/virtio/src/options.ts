@@ -1,4 +1,5 @@
 import { VirtioConfigError } from "./errors.js";
+import { formatMac, parseMac } from "./net-backend.js";
 
 /**
  * Splits a QEMU-style option string at commas; `,,` stands for a literal
@@ -67,5 +68,43 @@ export function parseDiskOption(text: string): DiskOption {
       throw new VirtioConfigError("VIRTIO_OPTION", `--disk "${text}": unknown option "${key}" (known: format, readonly)`);
     }
   }
+  return out;
+}
+
+/** What `--net switch=NAME[,mac=...][,pcap=FILE]` asks for. */
+export interface NetOption {
+  /** Name of the in-process virtual switch to join. */
+  switch: string | undefined;
+  /** MAC address, normalised to `52:54:00:12:34:56` form; `undefined` for a generated one. */
+  mac: string | undefined;
+  /** File to capture this NIC's traffic into (pcap). */
+  pcap: string | undefined;
+}
+
+/**
+ * Parses the value of `typevisor run --net`: `switch=NAME[,mac=52:54:00:12:34:56][,pcap=FILE]`.
+ * At least one of `switch` and `pcap` is needed; the MAC must be unicast.
+ * @throws VirtioConfigError `VIRTIO_OPTION` naming the bad part
+ */
+export function parseNetOption(text: string): NetOption {
+  const out: NetOption = { switch: undefined, mac: undefined, pcap: undefined };
+  for (const part of splitOptionString(text)) {
+    const [key, value] = keyValue(part);
+    if (value === undefined || value === "") throw new VirtioConfigError("VIRTIO_OPTION", `--net "${text}": "${key}" needs a value (${key}=...)`);
+    if (key === "switch") {
+      if (!/^[A-Za-z0-9_.-]+$/.test(value)) throw new VirtioConfigError("VIRTIO_OPTION", `--net "${text}": switch name "${value}" may use only letters, digits, "_", "-" and "."`);
+      out.switch = value;
+    } else if (key === "mac") {
+      const mac = parseMac(value);
+      if (!mac) throw new VirtioConfigError("VIRTIO_OPTION", `--net "${text}": "${value}" is not a MAC address (52:54:00:12:34:56)`);
+      if (mac[0] & 1) throw new VirtioConfigError("VIRTIO_OPTION", `--net "${text}": ${value} is a multicast address; a NIC needs a unicast one`);
+      out.mac = formatMac(mac);
+    } else if (key === "pcap") {
+      out.pcap = value;
+    } else {
+      throw new VirtioConfigError("VIRTIO_OPTION", `--net "${text}": unknown option "${key}" (known: switch, mac, pcap)`);
+    }
+  }
+  if (out.switch === undefined && out.pcap === undefined) throw new VirtioConfigError("VIRTIO_OPTION", `--net "${text}": give switch=NAME (and/or pcap=FILE)`);
   return out;
 }

@@ -3,7 +3,9 @@ import { createMachine, GUEST_MEMORY, type Plugin } from "@typevisor/hv-core";
 import { MemoryBlockBackend } from "./block-backend.js";
 import { MemoryCharBackend } from "./char-backend.js";
 import { FlatGuestMemory } from "./flat-guest-memory.js";
-import { virtioBlk, virtioConsole, virtioRng } from "./plugin-devices.js";
+import { virtioBlk, virtioConsole, virtioNet, virtioRng } from "./plugin-devices.js";
+import { PcapWriter } from "./net-pcap.js";
+import { VirtualSwitch } from "./net-switch.js";
 import { virtioMmioKernelParams } from "./plugins.js";
 
 const memoryPlugin = (mem: FlatGuestMemory): Plugin => ({
@@ -46,5 +48,23 @@ describe("virtio plugins", () => {
   it("runs out of default interrupts with a clear error", async () => {
     const plugins = Array.from({ length: 7 }, (_, i) => virtioRng({ id: String(i) }));
     await expect(createMachine({ plugins: [...plugins, memoryPlugin(new FlatGuestMemory(4096))] })).rejects.toThrow(/no free default virtio-mmio interrupt/);
+  });
+
+  it("joins NICs of two machines to one named switch, records one of them, and leaves at teardown", async () => {
+    const chunks: Uint8Array[] = [];
+    let ended = 0;
+    const pcap = new PcapWriter({ write: (c) => chunks.push(c), end: () => ended++ });
+    const nicA = virtioNet({ switch: "plugin-test-lan", mac: "52:54:00:00:00:01", pcap });
+    const nicB = virtioNet({ switch: "plugin-test-lan", mac: "52:54:00:00:00:02" });
+    const vmA = await createMachine({ plugins: [nicA, memoryPlugin(new FlatGuestMemory(1 << 16))] });
+    const vmB = await createMachine({ plugins: [nicB, memoryPlugin(new FlatGuestMemory(1 << 16))] });
+    const sw = VirtualSwitch.named("plugin-test-lan");
+    expect(sw.portCount).toBe(2);
+    expect(vmA.mmio.read(0xfeb00000 + 8, 4)).toBe(1);
+    await vmA.plugins.teardown(vmA);
+    await vmB.plugins.teardown(vmB);
+    expect(sw.portCount).toBe(0);
+    expect(ended).toBe(1);
+    VirtualSwitch.forget("plugin-test-lan");
   });
 });

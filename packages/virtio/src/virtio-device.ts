@@ -416,6 +416,28 @@ export abstract class VirtioDevice {
     if (queue.needsInterrupt()) this.interrupts?.signalQueue(queue.index);
   }
 
+  private signalPending = 0;
+  private signalScheduled = false;
+
+  /**
+   * Like {@link VirtioDevice.signalUsed}, but coalesces every request for
+   * the same queue within one tick into one decision (asynchronous
+   * completions and frames from other VMs arrive one at a time).
+   */
+  protected signalUsedSoon(queue: Virtqueue): void {
+    this.signalPending |= 1 << (queue.index & 31);
+    if (this.signalScheduled) return;
+    this.signalScheduled = true;
+    queueMicrotask(() => {
+      this.signalScheduled = false;
+      const pending = this.signalPending;
+      this.signalPending = 0;
+      for (let i = 0; i < this.queues.length; i++) {
+        if (pending & (1 << (i & 31))) this.guard(i, () => this.signalUsed(this.queues[i]));
+      }
+    });
+  }
+
   /** A new chain sized for this device, to reuse across pops. */
   protected newChain(): DescriptorChain {
     return new DescriptorChain(this.chainCapacity);
