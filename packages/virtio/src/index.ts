@@ -79,3 +79,21 @@ export { PcapWriter, type PcapWriterOptions, type ByteSink } from "./net-pcap.js
 export { VirtioNetDevice, VirtioNetFeature, VIRTIO_NET_S_LINK_UP, type VirtioNetOptions, type VirtioNetStats } from "./device-net.js";
 export { virtioNet, type VirtioNetPluginOptions } from "./plugin-devices.js";
 export { parseNetOption, type NetOption } from "./options.js";
+export {
+  VirtioPciTransport,
+  VirtioPciCap,
+  VirtioPciCommon,
+  VIRTIO_PCI_VENDOR_ID,
+  VIRTIO_PCI_DEVICE_ID_BASE,
+  VIRTIO_MSI_NO_VECTOR,
+  VIRTIO_PCI_MSIX_BAR,
+  VIRTIO_PCI_REGS_BAR,
+  type VirtioPciConfigSpace,
+  type VirtioPciConfigSpaceFactory,
+  type VirtioPciConfigSpaceOptions,
+  type VirtioPciBarDefinition,
+  type VirtioPciMsixOptions,
+  type VirtioPciOptions,
+  type VirtioPciState,
+} from "./transport-pci.js";
+export { VIRTIO_PCI_BUS, type VirtioPciBus } from "./plugins.js";

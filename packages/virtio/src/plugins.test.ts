@@ -6,7 +6,24 @@ import { FlatGuestMemory } from "./flat-guest-memory.js";
 import { virtioBlk, virtioConsole, virtioNet, virtioRng } from "./plugin-devices.js";
 import { PcapWriter } from "./net-pcap.js";
 import { VirtualSwitch } from "./net-switch.js";
-import { virtioMmioKernelParams } from "./plugins.js";
+import { virtioMmioKernelParams, VIRTIO_PCI_BUS } from "./plugins.js";
+import type { VirtioPciConfigSpaceOptions, VirtioPciTransport } from "./transport-pci.js";
+import { FakePciConfigSpace } from "../test/fake-pci.js";
+import { PciGuestDriver } from "../test/pci-driver.js";
+import { GuestAllocator } from "../test/guest-driver.js";
+
+const fakeBus = (plugged: { fn: VirtioPciTransport; device?: number }[]): Plugin => ({
+  name: "fake-pci",
+  version: "1.0.0",
+  provides: ["pci-bus"],
+  setup: (m) =>
+    m.services.provide(VIRTIO_PCI_BUS, {
+      plug(fn, options) {
+        plugged.push({ fn, device: options?.device });
+        return { address: `0000:00:${(options?.device ?? 2 + plugged.length).toString(16).padStart(2, "0")}.0` };
+      },
+    }),
+});
 
 const memoryPlugin = (mem: FlatGuestMemory): Plugin => ({
   name: "flat-memory",
@@ -40,9 +57,38 @@ describe("virtio plugins", () => {
     expect(closed).toBe(1);
   });
 
-  it("needs a memory provider, and a PCI bus for transport pci", async () => {
+  it("needs a memory provider, and for transport pci a PCI bus and configuration-space helper", async () => {
     await expect(createMachine({ plugins: [virtioRng()] })).rejects.toThrow(/memory/);
-    await expect(createMachine({ plugins: [virtioRng({ transport: "pci" }), memoryPlugin(new FlatGuestMemory(4096))] })).rejects.toThrow(/PCI bus/);
+    await expect(createMachine({ plugins: [virtioRng({ transport: "pci" }), memoryPlugin(new FlatGuestMemory(4096))] })).rejects.toThrow(/pci-bus/);
+    await expect(createMachine({ plugins: [virtioRng({ transport: "pci" }), memoryPlugin(new FlatGuestMemory(4096)), fakeBus([])] })).rejects.toThrow(/pci.createConfigSpace/);
+  });
+
+  it("plugs devices into the PCI bus with transport pci", async () => {
+    const plugged: { fn: VirtioPciTransport; device?: number }[] = [];
+    const spaces: FakePciConfigSpace[] = [];
+    const createConfigSpace = (o: VirtioPciConfigSpaceOptions) => {
+      const s = new FakePciConfigSpace(o);
+      spaces.push(s);
+      return s;
+    };
+    const blk = virtioBlk({ disk: new MemoryBlockBackend(1 << 16), transport: "pci", pci: { createConfigSpace, device: 5 } });
+    const rng = virtioRng({ transport: "pci", pci: { createConfigSpace } });
+    const mem = new FlatGuestMemory(1 << 20);
+    const vm = await createMachine({ plugins: [blk, rng, memoryPlugin(mem), fakeBus(plugged)] });
+    expect(plugged.map((p) => p.device)).toEqual([5, undefined]);
+    expect(blk.pciAddress).toBe("0000:00:05.0");
+    expect(blk.pci).toBe(plugged[0].fn);
+    expect(vm.states.ids).toEqual(["virtio-pci:virtio-blk", "virtio-pci:virtio-rng"]);
+    expect(plugged[0].fn.configRead(2, 2)).toBe(0x1042);
+    // The function works through the bus: a guest driver reads random bytes via the rng function.
+    const driver = new PciGuestDriver(spaces[1], mem, new GuestAllocator(0x1000, 1 << 20));
+    driver.negotiate();
+    const q = driver.setupQueue(0);
+    driver.driverOk();
+    const id = q.add({ in: [16] });
+    q.publish();
+    driver.kick(0);
+    expect(q.takeUsed()).toEqual([{ id, len: 16 }]);
   });
 
   it("runs out of default interrupts with a clear error", async () => {

@@ -1,7 +1,31 @@
-import type { Machine, Plugin } from "@typevisor/hv-core";
+import { ServiceKey, type Machine, type Plugin } from "@typevisor/hv-core";
 import { VirtioConfigError } from "./errors.js";
 import { attachVirtioMmio, type VirtioMmioTransport } from "./transport-mmio.js";
-import type { VirtioDevice } from "./virtio-device.js";
+import { VirtioPciTransport, type VirtioPciConfigSpaceFactory } from "./transport-pci.js";
+import type { VirtioDevice, VirtioHost } from "./virtio-device.js";
+
+/**
+ * The platform's PCI bus as virtio-pci uses it: the `plug` of the `"pci-bus"`
+ * service (the PC platform's host bridge provides it).
+ */
+export interface VirtioPciBus {
+  /** Plugs a function in; returns where it went. */
+  plug(
+    fn: VirtioPciTransport,
+    options?: {
+      /** Device number. */
+      device?: number;
+      /** Function number. */
+      function?: number;
+    },
+  ): {
+    /** The function's address, `"0000:00:03.0"`. */
+    readonly address: string;
+  };
+}
+
+/** Looks up the `"pci-bus"` service by name, so this package needs no PCI implementation. */
+export const VIRTIO_PCI_BUS = new ServiceKey<VirtioPciBus>("pci-bus");
 
 /** Where a virtio plugin puts its device. */
 export interface VirtioPlacementOptions {
@@ -11,6 +35,18 @@ export interface VirtioPlacementOptions {
    * Default `"mmio"`.
    */
   transport?: "mmio" | "pci";
+  /** virtio-pci placement. */
+  pci?: {
+    /** Device number on the bus (default: the bus picks a free one). */
+    device?: number;
+    /** Function number (default 0). */
+    function?: number;
+    /**
+     * Builds the function's configuration space: the platform's PCI helper,
+     * e.g. `(o) => new PciConfigSpace(machine, o)`. Required for `transport: "pci"`.
+     */
+    createConfigSpace?: VirtioPciConfigSpaceFactory;
+  };
   /** virtio-mmio placement; defaults come from {@link VIRTIO_MMIO_DEFAULT_SLOTS}. */
   mmio?: {
     /** Guest-physical base of the register window. */
@@ -56,6 +92,10 @@ export interface VirtioPlugin<D extends VirtioDevice> extends Plugin {
   readonly device: D;
   /** The virtio-mmio transport once set up with `transport: "mmio"`. */
   readonly mmio: VirtioMmioTransport | undefined;
+  /** The virtio-pci transport once set up with `transport: "pci"`. */
+  readonly pci: VirtioPciTransport | undefined;
+  /** The PCI address once plugged (`"0000:00:03.0"`). */
+  readonly pciAddress: string | undefined;
 }
 
 /**
@@ -64,18 +104,37 @@ export interface VirtioPlugin<D extends VirtioDevice> extends Plugin {
  */
 export function virtioPlugin<D extends VirtioDevice>(kind: string, device: D, placement: VirtioPlacementOptions, release?: () => void | Promise<void>): VirtioPlugin<D> {
   const transport = placement.transport ?? "mmio";
+  const name = placement.id !== undefined ? `${kind}-${placement.id}` : kind;
   let mmio: VirtioMmioTransport | undefined;
+  let pci: VirtioPciTransport | undefined;
+  let pciAddress: string | undefined;
   return {
-    name: placement.id !== undefined ? `${kind}-${placement.id}` : kind,
+    name,
     version: "0.1.0",
-    requires: ["memory"],
+    requires: transport === "pci" ? ["memory", "pci-bus"] : ["memory"],
     device,
     get mmio() {
       return mmio;
     },
+    get pci() {
+      return pci;
+    },
+    get pciAddress() {
+      return pciAddress;
+    },
     setup(machine: Machine) {
       if (transport === "pci") {
-        throw new VirtioConfigError("VIRTIO_TRANSPORT", `${kind}: the virtio-pci transport needs the platform's PCI bus, which this machine does not provide`);
+        const o = placement.pci ?? {};
+        if (!o.createConfigSpace) {
+          throw new VirtioConfigError("VIRTIO_PCI", `${name}: transport "pci" needs pci.createConfigSpace (the platform's PCI configuration-space helper)`);
+        }
+        const bus = machine.services.get(VIRTIO_PCI_BUS);
+        const host: VirtioHost = { memory: machine.memory, trackIo: (work) => machine.trackIo(work) };
+        pci = new VirtioPciTransport(device, { host, createConfigSpace: o.createConfigSpace, name });
+        pciAddress = bus.plug(pci, { device: o.device, function: o.function }).address;
+        machine.states.register(pci);
+        machine.onReset(() => pci!.reset());
+        return;
       }
       const o = placement.mmio ?? {};
       let base = o.base;
