@@ -1,28 +1,31 @@
 /**
  * A byte stream between a console device and the host: standard I/O, a
- * file, a socket, or a program. The same shape serves every character device
- * so they can share one set of host choices.
+ * file, a socket, or a program. It has the shape of the PC platform's serial
+ * backends (`write`, `attach`, `detach`), so one set of host choices serves
+ * both the 16550 UART and virtio-console; `pause`/`resume` add flow control.
  */
 export interface CharBackend {
   /** Bytes the guest sent. The backend may keep `data` (it is a fresh copy). */
   write(data: Uint8Array): void;
   /**
-   * Installs the receiver of bytes for the guest (one at a time; a later
-   * call replaces it). Backends without input omit this.
+   * Starts delivering host input by calling `receive` (one receiver at a
+   * time). Backends without input omit this.
    */
-  onInput?(receiver: (data: Uint8Array) => void): void;
+  attach?(receive: (data: Uint8Array) => void): void;
+  /** Stops delivering input and releases host resources. */
+  detach?(): void;
   /** Asks the source to stop sending for now (the guest is not reading). */
   pause?(): void;
   /** Lets the source send again. */
   resume?(): void;
-  /** Releases the backend (close the file, the socket). */
-  close?(): void;
 }
 
 /** The readable side a {@link streamCharBackend} accepts (Node's `Readable`, a socket, stdin). */
 export interface ReadableLike {
   /** Subscribes to data. */
   on(event: "data", listener: (chunk: Uint8Array | string) => void): unknown;
+  /** Unsubscribes. */
+  off?(event: "data", listener: (chunk: Uint8Array | string) => void): unknown;
   /** Stops `data` events. */
   pause?(): unknown;
   /** Resumes `data` events. */
@@ -46,18 +49,23 @@ export interface WritableLike {
 export function streamCharBackend(streams: { input?: ReadableLike; output?: WritableLike; endOutputOnClose?: boolean }): CharBackend {
   const { input, output } = streams;
   const encoder = new TextEncoder();
+  let listener: ((chunk: Uint8Array | string) => void) | undefined;
   return {
     write(data) {
       output?.write(data);
     },
-    onInput: input
-      ? (receiver) => {
-          input.on("data", (chunk) => receiver(typeof chunk === "string" ? encoder.encode(chunk) : new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength)));
+    attach: input
+      ? (receive) => {
+          if (listener) input.off?.("data", listener);
+          listener = (chunk) => receive(typeof chunk === "string" ? encoder.encode(chunk) : new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+          input.on("data", listener);
         }
       : undefined,
     pause: input?.pause ? () => void input.pause!() : undefined,
     resume: input?.resume ? () => void input.resume!() : undefined,
-    close() {
+    detach() {
+      if (listener) input?.off?.("data", listener);
+      listener = undefined;
       if (streams.endOutputOnClose) output?.end?.();
     },
   };
@@ -80,8 +88,13 @@ export class MemoryCharBackend implements CharBackend {
   }
 
   /** Installs the device's receiver. */
-  onInput(receiver: (data: Uint8Array) => void): void {
+  attach(receiver: (data: Uint8Array) => void): void {
     this.receiver = receiver;
+  }
+
+  /** Disconnects the device. */
+  detach(): void {
+    this.receiver = undefined;
   }
 
   /** Records the pause request. */

@@ -115,4 +115,22 @@ describe("virtio-console", () => {
     backend.write(enc("out"));
     expect(dec(written[0])).toBe("out");
   });
+
+  it("takes the serial port's backend shape (write, attach, detach) as is", () => {
+    const out: string[] = [];
+    let receive: ((d: Uint8Array) => void) | undefined;
+    const serialLike = { write: (d: Uint8Array) => out.push(dec(d)), attach: (r: (d: Uint8Array) => void) => (receive = r), detach: () => (receive = undefined) };
+    const device = new VirtioConsoleDevice({ backend: serialLike });
+    receive!(enc("in"));
+    expect(device.pendingInput).toBe(2);
+    const rig = mmioRig(device);
+    rig.driver.negotiate();
+    rig.driver.setupQueue(0);
+    const tx = rig.driver.setupQueue(1);
+    rig.driver.driverOk();
+    tx.add({ out: [enc("out")] });
+    tx.publish();
+    rig.driver.kick(1);
+    expect(out).toEqual(["out"]);
+  });
 });

@@ -80,7 +80,7 @@ export class VirtioConsoleDevice extends VirtioDevice {
       this.configData.setUint16(CFG_ROWS, options.size.rows, true);
     }
     this.configData.setUint32(4, 1, true); // max_nr_ports (only meaningful with MULTIPORT)
-    this.backend.onInput?.((data) => this.input(data));
+    this.backend.attach?.((data) => this.input(data));
   }
 
   /** Reports a new console size (configuration change, §5.3.4). */

@@ -16,10 +16,10 @@ export function virtioBlk(options: VirtioBlkOptions & VirtioPlacementOptions & {
   return virtioPlugin("virtio-blk", device, options, options.keepOpen ? undefined : () => options.disk.close());
 }
 
-/** A virtio-console (`hvc0`) as a plugin; its backend is closed when the machine stops. */
+/** A virtio-console (`hvc0`) as a plugin; its backend is detached when the machine stops. */
 export function virtioConsole(options: VirtioConsoleOptions & VirtioPlacementOptions): VirtioPlugin<VirtioConsoleDevice> {
   const device = new VirtioConsoleDevice(options);
-  return virtioPlugin("virtio-console", device, options, () => options.backend.close?.());
+  return virtioPlugin("virtio-console", device, options, () => options.backend.detach?.());
 }
 
 /** A virtio-rng entropy device as a plugin. */

@@ -45,14 +45,14 @@ describe("virtio plugins", () => {
     const vm = await createMachine({ memory: 1 << 20, plugins: [blk0, blk1, con, rng, memoryPlugin(mem)] });
     expect(vm.plugins.all.map((p) => p.name)).toEqual(["virtio-blk-0", "virtio-blk-1", "virtio-console", "virtio-rng", "flat-memory"]);
     expect(virtioMmioKernelParams(vm)).toBe(
-      "virtio_mmio.device=0x200@0xfeb00000:5 virtio_mmio.device=0x200@0xd0000000:7 virtio_mmio.device=0x200@0xfeb00200:9 virtio_mmio.device=0x200@0xfeb00400:10",
+      "virtio_mmio.device=0x200@0xfec10000:5 virtio_mmio.device=0x200@0xd0000000:7 virtio_mmio.device=0x200@0xfec10200:9 virtio_mmio.device=0x200@0xfec10400:10",
     );
-    expect(vm.mmio.read(0xfeb00000 + 8, 4)).toBe(2);
+    expect(vm.mmio.read(0xfec10000 + 8, 4)).toBe(2);
     expect(vm.mmio.read(0xd0000000 + 8, 4)).toBe(2);
-    expect(vm.mmio.read(0xfeb00200 + 8, 4)).toBe(3);
-    expect(vm.mmio.read(0xfeb00400 + 8, 4)).toBe(4);
-    expect(blk0.mmio?.base).toBe(0xfeb00000);
-    expect(vm.states.ids).toEqual(["virtio-mmio@0xfeb00000", "virtio-mmio@0xd0000000", "virtio-mmio@0xfeb00200", "virtio-mmio@0xfeb00400"]);
+    expect(vm.mmio.read(0xfec10200 + 8, 4)).toBe(3);
+    expect(vm.mmio.read(0xfec10400 + 8, 4)).toBe(4);
+    expect(blk0.mmio?.base).toBe(0xfec10000);
+    expect(vm.states.ids).toEqual(["virtio-mmio@0xfec10000", "virtio-mmio@0xd0000000", "virtio-mmio@0xfec10200", "virtio-mmio@0xfec10400"]);
     await vm.plugins.teardown(vm);
     expect(closed).toBe(1);
   });
@@ -106,7 +106,7 @@ describe("virtio plugins", () => {
     const vmB = await createMachine({ plugins: [nicB, memoryPlugin(new FlatGuestMemory(1 << 16))] });
     const sw = VirtualSwitch.named("plugin-test-lan");
     expect(sw.portCount).toBe(2);
-    expect(vmA.mmio.read(0xfeb00000 + 8, 4)).toBe(1);
+    expect(vmA.mmio.read(0xfec10000 + 8, 4)).toBe(1);
     await vmA.plugins.teardown(vmA);
     await vmB.plugins.teardown(vmB);
     expect(sw.portCount).toBe(0);

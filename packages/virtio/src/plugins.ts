@@ -62,12 +62,13 @@ export interface VirtioPlacementOptions {
 
 /**
  * Default virtio-mmio placement, in order of use: register windows at
- * 0xfeb00000 + n x 0x200 (below the I/O APIC at 0xfec00000, as QEMU's microvm
- * does) and the ISA interrupts a PC leaves free.
+ * 0xfec10000 + n x 0x200 (above the I/O APIC page and outside the PC's PCI
+ * memory window 0xc0000000-0xfebfffff, so no BAR is ever placed over them)
+ * and the ISA interrupts a PC leaves free.
  */
 export const VIRTIO_MMIO_DEFAULT_SLOTS = {
   /** Base of the first window. */
-  base: 0xfeb0_0000,
+  base: 0xfec1_0000,
   /** Distance between windows. */
   stride: 0x200,
   /** Interrupt lines, one per device. */
