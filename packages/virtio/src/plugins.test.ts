@@ -45,7 +45,7 @@ describe("virtio plugins", () => {
     const vm = await createMachine({ memory: 1 << 20, plugins: [blk0, blk1, con, rng, memoryPlugin(mem)] });
     expect(vm.plugins.all.map((p) => p.name)).toEqual(["virtio-blk-0", "virtio-blk-1", "virtio-console", "virtio-rng", "flat-memory"]);
     expect(virtioMmioKernelParams(vm)).toBe(
-      "virtio_mmio.device=0x200@0xfec10000:5 virtio_mmio.device=0x200@0xd0000000:7 virtio_mmio.device=0x200@0xfec10200:9 virtio_mmio.device=0x200@0xfec10400:10",
+      "virtio_mmio.device=0x200@0xfec10000:5 virtio_mmio.device=0x200@0xd0000000:7 virtio_mmio.device=0x200@0xfec10200:10 virtio_mmio.device=0x200@0xfec10400:11",
     );
     expect(vm.mmio.read(0xfec10000 + 8, 4)).toBe(2);
     expect(vm.mmio.read(0xd0000000 + 8, 4)).toBe(2);
@@ -92,7 +92,7 @@ describe("virtio plugins", () => {
   });
 
   it("runs out of default interrupts with a clear error", async () => {
-    const plugins = Array.from({ length: 7 }, (_, i) => virtioRng({ id: String(i) }));
+    const plugins = Array.from({ length: 8 }, (_, i) => virtioRng({ id: String(i) }));
     await expect(createMachine({ plugins: [...plugins, memoryPlugin(new FlatGuestMemory(4096))] })).rejects.toThrow(/no free default virtio-mmio interrupt/);
   });
 

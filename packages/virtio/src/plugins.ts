@@ -71,8 +71,12 @@ export const VIRTIO_MMIO_DEFAULT_SLOTS = {
   base: 0xfec1_0000,
   /** Distance between windows. */
   stride: 0x200,
-  /** Interrupt lines, one per device. */
-  irqs: [5, 9, 10, 11, 14, 15] as readonly number[],
+  /**
+   * Interrupt lines, one per device: ISA IRQs a PC leaves free (0-2, 4, 8 and
+   * 12 are taken by its legacy devices, 3 by a second UART, 9 by the ACPI SCI;
+   * PCI INTx uses GSIs 16-23).
+   */
+  irqs: [5, 10, 11, 14, 15, 6, 7] as readonly number[],
 };
 
 const mmioTransports = new WeakMap<Machine, VirtioMmioTransport[]>();
