@@ -24,7 +24,7 @@ function toolVersion(cmd, flag = "--version") {
   const r = spawnSync(cmd, [flag], { encoding: "utf8" });
   return r.status === 0 ? (r.stdout || r.stderr).split("\n")[0].trim() : "none";
 }
-const tools = ["qemu-img", "nasm", "qemu-system-i386", "qemu-system-x86_64"].map((t) => `${t}=${toolVersion(t)}`).join(";");
+const tools = ["qemu-img", "nasm", "qemu-system-i386", "qemu-system-x86_64", "tcpdump"].map((t) => `${t}=${toolVersion(t)}`).join(";");
 const env = { ...process.env, TYPEVISOR_TOOLS: tools };
 
 const workspaces = ["packages", "examples", "bench", "docs", "test-support"]

@@ -31,6 +31,21 @@ export interface GuestMemory {
   writeU32(gpa: number, value: number): void;
   /** Whether `gpa .. gpa+length-1` is entirely RAM (valid for DMA). */
   isRam(gpa: number, length: number): boolean;
+  /**
+   * Optional zero-copy access: a `Uint8Array` aliasing guest RAM
+   * `gpa .. gpa+length-1`, or `undefined` when that range is not RAM or not
+   * contiguous in host memory (the caller then falls back to
+   * {@link GuestMemory.read} / {@link GuestMemory.write}). The view is valid
+   * until the memory layout changes (balloon, restore); use it for one request
+   * and drop it. Writes through a view bypass dirty logging: report them with
+   * {@link GuestMemory.markDirty} after writing.
+   */
+  view?(gpa: number, length: number): Uint8Array | undefined;
+  /**
+   * Records that `gpa .. gpa+length-1` was written through a
+   * {@link GuestMemory.view}, for dirty logging. Implemented whenever `view` is.
+   */
+  markDirty?(gpa: number, length: number): void;
 }
 
 /** Raised for a DMA access outside guest RAM; names the address and length. */
