@@ -1,0 +1,17 @@
+/**
+ * `@typevisor/pc`: the emulated PC platform of typevisor. Legacy devices
+ * (8259 PIC pair, 8254 PIT, MC146818 RTC/CMOS, 16550A UART, i8042), the I/O
+ * APIC, the PCI host bridge, ACPI tables and the e820 map, QEMU's debug-exit
+ * and debugcon ports, the Linux and multiboot loaders, and an initramfs
+ * builder.
+ *
+ * @packageDocumentation
+ */
+export { Pic8259Pair } from "./pic-8259.js";
+export { Pit8254, PIT_HZ, pitTicks, pitNs } from "./pit-8254.js";
+export { RtcCmos, CMOS, type CmosMemoryInfo } from "./rtc-cmos.js";
+export { Uart16550, COM_PORTS, UART_HOST_QUEUE_LIMIT } from "./uart-16550.js";
+export { MemorySerial, streamSerial, type SerialBackend, type ByteSink, type ByteSource } from "./serial-backend.js";
+export { I8042, type I8042Wiring } from "./i8042.js";
+export { debugExitHandler, debugExitStatus, debugconHandler, Port92, DEBUG_EXIT_PORT, DEBUGCON_PORT } from "./debug-devices.js";
+export { AcpiPm, PM_TIMER_HZ, SLP_TYP_S5, PM1_TMR, PM1_PWRBTN, PM1_WAK, DEFAULT_PM_PORTS, type AcpiPmPorts, type AcpiPmWiring } from "./acpi-pm.js";
