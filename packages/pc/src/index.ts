@@ -15,3 +15,8 @@ export { MemorySerial, streamSerial, type SerialBackend, type ByteSink, type Byt
 export { I8042, type I8042Wiring } from "./i8042.js";
 export { debugExitHandler, debugExitStatus, debugconHandler, Port92, DEBUG_EXIT_PORT, DEBUGCON_PORT } from "./debug-devices.js";
 export { AcpiPm, PM_TIMER_HZ, SLP_TYP_S5, PM1_TMR, PM1_PWRBTN, PM1_WAK, DEFAULT_PM_PORTS, type AcpiPmPorts, type AcpiPmWiring } from "./acpi-pm.js";
+export { IoApic, IOAPIC_BASE, IOAPIC_PINS } from "./ioapic.js";
+export { PcInterruptRouter, isaIrqToGsi, pciIntxGsi, PCI_INTX_GSI_BASE } from "./interrupt-router.js";
+export { PciHost, ECAM_BASE, ECAM_SIZE, DEFAULT_PCI_WINDOWS, type PciResourceWindows, type PciHostWiring } from "./pci-host.js";
+export { pcMemoryLayout, E820, MIN_PC_RAM, LAPIC_BASE, BIOS_AREA, EBDA_BASE, type E820Entry, type PcMemoryLayout } from "./memory-map.js";
+export { buildAcpiTables, buildDsdtAml, acpiChecksum, ACPI_RESET_PORT, ACPI_RESET_VALUE, type AcpiTableOptions, type AcpiTables } from "./acpi-tables.js";
