@@ -20,3 +20,27 @@ export { PcInterruptRouter, isaIrqToGsi, pciIntxGsi, PCI_INTX_GSI_BASE } from ".
 export { PciHost, ECAM_BASE, ECAM_SIZE, DEFAULT_PCI_WINDOWS, type PciResourceWindows, type PciHostWiring } from "./pci-host.js";
 export { pcMemoryLayout, E820, MIN_PC_RAM, LAPIC_BASE, BIOS_AREA, EBDA_BASE, type E820Entry, type PcMemoryLayout } from "./memory-map.js";
 export { buildAcpiTables, buildDsdtAml, acpiChecksum, ACPI_RESET_PORT, ACPI_RESET_VALUE, type AcpiTableOptions, type AcpiTables } from "./acpi-tables.js";
+export {
+  BootImageError,
+  PC_PLATFORM,
+  BOOT_CS,
+  BOOT_DS,
+  BOOT_GDT,
+  BOOT_ZERO_PAGE,
+  BOOT_CMDLINE,
+  MULTIBOOT_INFO,
+  type PcPlatformInfo,
+} from "./boot-common.js";
+export { linuxBoot, loadLinux, parseBzImage, type BzImageInfo, type LinuxBootOptions, type LinuxBootPlan } from "./linux-loader.js";
+export {
+  multibootBoot,
+  loadMultiboot,
+  parseMultiboot,
+  MULTIBOOT_HEADER_MAGIC,
+  MULTIBOOT_BOOTLOADER_MAGIC,
+  type MultibootImage,
+  type MultibootSegment,
+  type MultibootModule,
+  type MultibootOptions,
+  type MultibootPlan,
+} from "./multiboot-loader.js";
