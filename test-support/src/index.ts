@@ -30,6 +30,7 @@ const DEBIAN: Record<string, string> = {
   gzip: "gzip",
   "apt-get": "apt",
   "dpkg-deb": "dpkg",
+  sed: "sed",
 };
 
 /**

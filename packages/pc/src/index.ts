@@ -44,3 +44,16 @@ export {
   type MultibootOptions,
   type MultibootPlan,
 } from "./multiboot-loader.js";
+export { InitramfsBuilder, InitramfsError, addSpec, parseCpio, cpioType, gzip, type InitramfsEntry, type CpioMember } from "./initramfs.js";
+export {
+  fetchDebianGuest,
+  cacheDir,
+  busyboxInitramfs,
+  addDirectory,
+  initramfsFromPath,
+  GuestFetchError,
+  GUEST_INIT_SCRIPT,
+  type DebianGuest,
+  type FetchDebianGuestOptions,
+  type BusyboxInitramfsOptions,
+} from "./guest-debian.js";

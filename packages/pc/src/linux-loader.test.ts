@@ -1,9 +1,12 @@
 import { GUEST_MEMORY, Machine, X86_CPU_CONTROL, type Vcpu, type X86BootState } from "@typevisor/hv-core";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { seeded } from "@typevisor/test-support";
 import { describe, expect, it } from "vitest";
 import { BOOT_CMDLINE, BOOT_GDT, BOOT_ZERO_PAGE, BootImageError } from "./boot-common.js";
 import { linuxBoot, loadLinux, parseBzImage } from "./linux-loader.js";
 import { pcMemoryLayout } from "./memory-map.js";
+import { cacheDir } from "./guest-debian.js";
 import { fakeMemory } from "./test-util.js";
 
 /**
@@ -186,5 +189,20 @@ describe("Linux boot protocol loading", () => {
 
   it("fails before touching the machine when the image is bad", () => {
     expect(() => linuxBoot({ kernel: new Uint8Array(10) })).toThrow(BootImageError);
+  });
+});
+
+describe("a real Debian kernel from the guest cache", () => {
+  const manifest = join(cacheDir(), "debian-i386", "manifest.json");
+  const have = existsSync(manifest);
+  if (!have) console.warn(`SKIP "a real Debian kernel": no fetched guest at ${manifest} (run 'typevisor guest fetch', or the slow tests)`);
+  it.skipIf(!have)("parses and loads the cached linux-image-686 kernel", () => {
+    const { kernel, kernelRelease } = JSON.parse(readFileSync(manifest, "utf8")) as { kernel: string; kernelRelease: string };
+    const image = new Uint8Array(readFileSync(kernel));
+    const info = parseBzImage(image);
+    expect(info.kernelVersion?.startsWith(kernelRelease)).toBe(true);
+    expect(info.loadflags & 1).toBe(1);
+    const plan = loadLinux(fakeMemory(128 << 20), pcMemoryLayout(128 << 20), { kernel: image, cmdline: "console=ttyS0" });
+    expect(plan.kernelAddress).toBe(info.prefAddress);
   });
 });
