@@ -7,10 +7,10 @@ function make() {
   const r = rig();
   const log: string[] = [];
   const kbc = new I8042({ reset: () => log.push("reset"), a20: (on) => log.push(`a20=${on}`), irq1: r.irqs.line(1), irq12: r.irqs.line(12) });
-  const cmd = (v: number): void => kbc.handler.write(4, 1, v);
-  const data = (v: number): void => kbc.handler.write(0, 1, v);
-  const status = (): number => kbc.handler.read(4, 1);
-  const read = (): number => kbc.handler.read(0, 1);
+  const cmd = (v: number): void => kbc.commandHandler.write(0, 1, v);
+  const data = (v: number): void => kbc.dataHandler.write(0, 1, v);
+  const status = (): number => kbc.commandHandler.read(0, 1);
+  const read = (): number => kbc.dataHandler.read(0, 1);
   return { ...r, kbc, log, cmd, data, status, read };
 }
 

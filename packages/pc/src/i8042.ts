@@ -58,13 +58,16 @@ export class I8042 implements Snapshottable {
     return (this.outPort & OUT_A20) !== 0;
   }
 
-  /** Port handler covering 0x60..0x64 (offset 0 data, offset 4 status/command). */
-  readonly handler: IoHandler = {
-    read: (offset) => (offset === 0 ? this.readData() : offset === 4 ? this.status : 0xff),
-    write: (offset, _size, value) => {
-      if (offset === 0) this.writeData(value & 0xff);
-      else if (offset === 4) this.writeCommand(value & 0xff);
-    },
+  /** Port handler for the data port 0x60. */
+  readonly dataHandler: IoHandler = {
+    read: () => this.readData(),
+    write: (_offset, _size, value) => this.writeData(value & 0xff),
+  };
+
+  /** Port handler for the status/command port 0x64. */
+  readonly commandHandler: IoHandler = {
+    read: () => this.status,
+    write: (_offset, _size, value) => this.writeCommand(value & 0xff),
   };
 
   private push(byte: number, aux = false): void {

@@ -57,3 +57,4 @@ export {
   type FetchDebianGuestOptions,
   type BusyboxInitramfsOptions,
 } from "./guest-debian.js";
+export { pcPlatform, type PcPlatformOptions, type PcDevices } from "./pc-platform.js";

@@ -156,6 +156,11 @@ export class IoApic implements Snapshottable {
     this.select = 0;
   }
 
+  /** Sets the I/O APIC ID (firmware does this so it matches the MADT). */
+  setId(id: number): void {
+    this.id = id & 0xf;
+  }
+
   /** Inspection: the 64-bit redirection entry of `pin` as [low, high]. */
   entry(pin: number): [number, number] {
     return [this.low[pin], this.high[pin]];

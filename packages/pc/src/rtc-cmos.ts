@@ -84,7 +84,7 @@ export class RtcCmos implements Snapshottable {
   private readonly startFracNs: number;
   private readonly periodicTimer: Timer;
   private readonly secondTimer: Timer;
-  private readonly memory: CmosMemoryInfo;
+  private memory: CmosMemoryInfo;
 
   /**
    * @param clock - virtual clock (its start time is the host's wall time at boot)
@@ -102,6 +102,12 @@ export class RtcCmos implements Snapshottable {
     this.secondTimer = clock.createTimer(() => this.onSecond(), "rtc-second");
     this.memory = { lowMemory: memory.lowMemory ?? 0, highMemory: memory.highMemory ?? 0, cpus: memory.cpus ?? 1 };
     this.reset();
+  }
+
+  /** Records RAM and CPU counts in CMOS (firmware does this at boot). */
+  setMemoryInfo(info: Partial<CmosMemoryInfo>): void {
+    this.memory = { ...this.memory, ...info };
+    this.writeMemoryInfo();
   }
 
   /** Whether the guest masked NMIs through bit 7 of port 0x70. */
