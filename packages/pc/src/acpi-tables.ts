@@ -18,7 +18,12 @@ export interface AcpiTableOptions {
   /** ISA IRQ of the SCI (default 9). */
   sciIrq?: number;
   /** ECAM window (MCFG); `null` leaves MCFG out. */
-  ecam?: { base: number; size: number } | null;
+  ecam?: {
+    /** Physical base of the window. */
+    base: number;
+    /** Size in bytes (1 MiB per bus). */
+    size: number;
+  } | null;
   /** PCI resource windows, reported in the root bridge's `_CRS`. */
   pciWindows?: PciResourceWindows;
   /** Six-character OEM ID (default `"TYPEVS"`). */
@@ -34,7 +39,15 @@ export interface AcpiTables {
   /** Address of the RSDP (`base`). */
   rsdp: number;
   /** Address and length of each table by signature (`"DSDT"`, `"FACP"`, ...). */
-  tables: Record<string, { address: number; length: number }>;
+  tables: Record<string, AcpiTableLocation>;
+}
+
+/** Where one table sits. */
+export interface AcpiTableLocation {
+  /** Guest-physical address. */
+  address: number;
+  /** Length in bytes. */
+  length: number;
 }
 
 /** Port and value of the FADT reset register: the reset control register at 0xCF9, "hard reset" (Intel ICH). */
@@ -239,7 +252,7 @@ export function buildAcpiTables(base: number, options: AcpiTableOptions): AcpiTa
 
   const out = new Uint8Array(cursor - base);
   out.set(rsdp.bytes, 0);
-  const tables: Record<string, { address: number; length: number }> = { RSDP: { address: base, length: 36 } };
+  const tables: Record<string, AcpiTableLocation> = { RSDP: { address: base, length: 36 } };
   for (const p of placed) {
     out.set(p.bytes, p.address - base);
     tables[p.sig] = { address: p.address, length: p.bytes.length };

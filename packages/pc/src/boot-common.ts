@@ -35,7 +35,10 @@ export interface PcPlatformInfo {
    * Loaders call it before loading, and again on every reset.
    * @returns where the RSDP is, for `boot_params.acpi_rsdp_addr`
    */
-  prepareBoot(): { rsdp: number | undefined };
+  prepareBoot(): {
+    /** Physical address of the RSDP, if the platform has ACPI tables. */
+    rsdp: number | undefined;
+  };
 }
 
 /** Service key of the PC platform's loader interface. */

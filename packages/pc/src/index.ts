@@ -10,7 +10,7 @@
 export { Pic8259Pair } from "./pic-8259.js";
 export { Pit8254, PIT_HZ, pitTicks, pitNs } from "./pit-8254.js";
 export { RtcCmos, CMOS, type CmosMemoryInfo } from "./rtc-cmos.js";
-export { Uart16550, COM_PORTS, UART_HOST_QUEUE_LIMIT } from "./uart-16550.js";
+export { Uart16550, COM_PORTS, UART_HOST_QUEUE_LIMIT, type ComPort } from "./uart-16550.js";
 export { MemorySerial, streamSerial, type SerialBackend, type ByteSink, type ByteSource } from "./serial-backend.js";
 export { I8042, type I8042Wiring } from "./i8042.js";
 export { debugExitHandler, debugExitStatus, debugconHandler, Port92, DEBUG_EXIT_PORT, DEBUGCON_PORT } from "./debug-devices.js";
@@ -19,7 +19,7 @@ export { IoApic, IOAPIC_BASE, IOAPIC_PINS } from "./ioapic.js";
 export { PcInterruptRouter, isaIrqToGsi, pciIntxGsi, PCI_INTX_GSI_BASE } from "./interrupt-router.js";
 export { PciHost, ECAM_BASE, ECAM_SIZE, DEFAULT_PCI_WINDOWS, type PciResourceWindows, type PciHostWiring } from "./pci-host.js";
 export { pcMemoryLayout, E820, MIN_PC_RAM, LAPIC_BASE, BIOS_AREA, EBDA_BASE, type E820Entry, type PcMemoryLayout } from "./memory-map.js";
-export { buildAcpiTables, buildDsdtAml, acpiChecksum, ACPI_RESET_PORT, ACPI_RESET_VALUE, type AcpiTableOptions, type AcpiTables } from "./acpi-tables.js";
+export { buildAcpiTables, buildDsdtAml, acpiChecksum, ACPI_RESET_PORT, ACPI_RESET_VALUE, type AcpiTableOptions, type AcpiTables, type AcpiTableLocation } from "./acpi-tables.js";
 export {
   BootImageError,
   PC_PLATFORM,
@@ -44,7 +44,22 @@ export {
   type MultibootOptions,
   type MultibootPlan,
 } from "./multiboot-loader.js";
-export { InitramfsBuilder, InitramfsError, addSpec, parseCpio, cpioType, gzip, type InitramfsEntry, type CpioMember } from "./initramfs.js";
+export {
+  InitramfsBuilder,
+  InitramfsError,
+  addSpec,
+  parseCpio,
+  cpioType,
+  gzip,
+  type InitramfsEntry,
+  type InitramfsEntryBase,
+  type InitramfsFile,
+  type InitramfsDir,
+  type InitramfsSymlink,
+  type InitramfsNode,
+  type InitramfsSpecial,
+  type CpioMember,
+} from "./initramfs.js";
 export {
   fetchDebianGuest,
   cacheDir,
@@ -57,4 +72,4 @@ export {
   type FetchDebianGuestOptions,
   type BusyboxInitramfsOptions,
 } from "./guest-debian.js";
-export { pcPlatform, type PcPlatformOptions, type PcDevices } from "./pc-platform.js";
+export { pcPlatform, type PcPlatformOptions, type PcDevices, type PcPlatformPlugin } from "./pc-platform.js";

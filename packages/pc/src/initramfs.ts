@@ -13,13 +13,60 @@ const S_IFDIR = 0o040000;
 const S_IFCHR = 0o020000;
 const S_IFIFO = 0o010000;
 
-/** One archive member. Paths are absolute or relative to the root; parents are created as needed. */
-export type InitramfsEntry =
-  | { type: "file"; path: string; data: Uint8Array; mode?: number; uid?: number; gid?: number }
-  | { type: "dir"; path: string; mode?: number; uid?: number; gid?: number }
-  | { type: "symlink"; path: string; target: string; uid?: number; gid?: number }
-  | { type: "node"; path: string; kind: "c" | "b"; major: number; minor: number; mode?: number; uid?: number; gid?: number }
-  | { type: "pipe" | "socket"; path: string; mode?: number; uid?: number; gid?: number };
+/** What every archive member has. Paths are absolute or relative to the root; parents are created as needed. */
+export interface InitramfsEntryBase {
+  /** Path inside the archive. */
+  path: string;
+  /** Permission bits (default 0644 for files, 0755 for folders, 0600 for device nodes). */
+  mode?: number;
+  /** Owner (default 0). */
+  uid?: number;
+  /** Group (default 0). */
+  gid?: number;
+}
+
+/** A regular file. */
+export interface InitramfsFile extends InitramfsEntryBase {
+  /** Member type. */
+  type: "file";
+  /** Contents. */
+  data: Uint8Array;
+}
+
+/** A folder. */
+export interface InitramfsDir extends InitramfsEntryBase {
+  /** Member type. */
+  type: "dir";
+}
+
+/** A symbolic link (mode is always 0777). */
+export interface InitramfsSymlink extends InitramfsEntryBase {
+  /** Member type. */
+  type: "symlink";
+  /** Where it points. */
+  target: string;
+}
+
+/** A character or block device node. */
+export interface InitramfsNode extends InitramfsEntryBase {
+  /** Member type. */
+  type: "node";
+  /** `c` for a character device, `b` for a block device. */
+  kind: "c" | "b";
+  /** Major number. */
+  major: number;
+  /** Minor number. */
+  minor: number;
+}
+
+/** A FIFO or a socket. */
+export interface InitramfsSpecial extends InitramfsEntryBase {
+  /** Member type. */
+  type: "pipe" | "socket";
+}
+
+/** One archive member. */
+export type InitramfsEntry = InitramfsFile | InitramfsDir | InitramfsSymlink | InitramfsNode | InitramfsSpecial;
 
 /** A member as read back by {@link parseCpio}. */
 export interface CpioMember {

@@ -125,7 +125,12 @@ export class IoApic implements Snapshottable {
   }
 
   /** The MSI message of a redirection entry (82093AA §3.2.4 fields into the SDM §11.11 layout). */
-  message(pin: number): { address: number; data: number } {
+  message(pin: number): {
+    /** MSI address (destination, destination mode). */
+    address: number;
+    /** MSI data (trigger, delivery mode, vector). */
+    data: number;
+  } {
     const lo = this.low[pin];
     const dest = this.high[pin] >>> 24;
     const address = (0xfee00000 | (dest << 12) | (((lo >> 11) & 1) << 2)) >>> 0;

@@ -50,7 +50,16 @@ export interface BzImageInfo {
   /** Whether a 64-bit entry point exists at load address + 0x200. */
   has64BitEntry: boolean;
   /** Offset and length of the compressed payload inside the protected-mode kernel (protocol 2.08+). */
-  payload: { offset: number; length: number; format: string } | undefined;
+  payload:
+    | {
+        /** Offset inside the protected-mode kernel. */
+        offset: number;
+        /** Length in bytes. */
+        length: number;
+        /** Compression recognised from its magic bytes (`gzip`, `xz`, `zstd`, ...). */
+        format: string;
+      }
+    | undefined;
   /** Kernel version string, when the header points at one. */
   kernelVersion: string | undefined;
 }
@@ -168,7 +177,14 @@ export interface LinuxBootPlan {
   /** Physical address of the protected-mode kernel (and the 32-bit entry point). */
   kernelAddress: number;
   /** Physical address and size of the initrd, or undefined. */
-  initrd: { address: number; size: number } | undefined;
+  initrd:
+    | {
+        /** Physical address. */
+        address: number;
+        /** Size in bytes. */
+        size: number;
+      }
+    | undefined;
   /** Address of the zero page (boot_params). */
   bootParams: number;
   /** Address of the command line. */

@@ -157,7 +157,12 @@ export interface MultibootPlan {
   /** Address of the multiboot information structure (`ebx`). */
   info: number;
   /** Where each module was loaded. */
-  modules: { start: number; end: number }[];
+  modules: {
+    /** First byte's physical address (`mod_start`). */
+    start: number;
+    /** Address after the last byte (`mod_end`). */
+    end: number;
+  }[];
 }
 
 /**

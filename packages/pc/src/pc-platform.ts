@@ -68,6 +68,12 @@ export interface PcDevices {
   pciUnassigned: string[];
 }
 
+/** The plugin {@link pcPlatform} returns: a plugin that also exposes its devices once set up. */
+export interface PcPlatformPlugin extends Plugin {
+  /** The devices, after setup. */
+  readonly devices: PcDevices | undefined;
+}
+
 class A20State implements Snapshottable {
   readonly stateId = "port92";
   readonly stateVersion = 1;
@@ -97,7 +103,7 @@ class A20State implements Snapshottable {
  * const vm = await createMachine({ memory: "256M", plugins: [memory(), x86Cpu(), pcPlatform({ serial: process.stdout })] });
  * ```
  */
-export function pcPlatform(options: PcPlatformOptions = {}): Plugin & { readonly devices: PcDevices | undefined } {
+export function pcPlatform(options: PcPlatformOptions = {}): PcPlatformPlugin {
   let devices: PcDevices | undefined;
   return {
     name: "pc",

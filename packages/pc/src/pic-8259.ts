@@ -314,7 +314,16 @@ export class Pic8259Pair implements LegacyInterruptController, Snapshottable {
   }
 
   /** Inspection for tests and monitors: IRR, ISR and IMR of both chips, slave in bits 8..15. */
-  registers(): { irr: number; isr: number; imr: number; elcr: number } {
+  registers(): {
+    /** Interrupt request registers. */
+    irr: number;
+    /** In-service registers. */
+    isr: number;
+    /** Interrupt mask registers. */
+    imr: number;
+    /** Edge/level control registers. */
+    elcr: number;
+  } {
     return {
       irr: this.master.irr | (this.slave.irr << 8),
       isr: this.master.isr | (this.slave.isr << 8),

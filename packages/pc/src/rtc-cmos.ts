@@ -2,19 +2,33 @@ import { StateError, type IoHandler, type IrqLine, type Snapshottable, type Stat
 
 /** CMOS register indexes (MC146818A datasheet; IBM PC/AT CMOS map). */
 export const CMOS = {
+  /** Seconds. */
   SECONDS: 0x00,
+  /** Seconds alarm. */
   SECONDS_ALARM: 0x01,
+  /** Minutes. */
   MINUTES: 0x02,
+  /** Minutes alarm. */
   MINUTES_ALARM: 0x03,
+  /** Hours. */
   HOURS: 0x04,
+  /** Hours alarm. */
   HOURS_ALARM: 0x05,
+  /** Day of the week (1 = Sunday). */
   DAY_OF_WEEK: 0x06,
+  /** Day of the month. */
   DAY_OF_MONTH: 0x07,
+  /** Month. */
   MONTH: 0x08,
+  /** Year within the century. */
   YEAR: 0x09,
+  /** Register A: UIP, divider, periodic rate. */
   REG_A: 0x0a,
+  /** Register B: SET, interrupt enables, data mode, 24/12. */
   REG_B: 0x0b,
+  /** Register C: interrupt flags (read clears). */
   REG_C: 0x0c,
+  /** Register D: valid RAM and time. */
   REG_D: 0x0d,
   /** Century (BCD), where the ACPI FADT's CENTURY field points. */
   CENTURY: 0x32,

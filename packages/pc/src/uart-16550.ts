@@ -1,13 +1,21 @@
 import { StateError, type IoHandler, type IrqLine, type Snapshottable, type StateValue, type Timer, type VirtualClock } from "@typevisor/hv-core";
 import type { SerialBackend } from "./serial-backend.js";
 
+/** A PC serial port's resources. */
+export interface ComPort {
+  /** First I/O port. */
+  readonly base: number;
+  /** ISA IRQ. */
+  readonly irq: number;
+}
+
 /** Standard PC serial ports: base and ISA IRQ. */
-export const COM_PORTS = [
+export const COM_PORTS: readonly ComPort[] = [
   { base: 0x3f8, irq: 4 },
   { base: 0x2f8, irq: 3 },
   { base: 0x3e8, irq: 4 },
   { base: 0x2e8, irq: 3 },
-] as const;
+];
 
 /** The UART's crystal: 1.8432 MHz, divided by 16 × divisor per bit (16550A datasheet, "Baud rate generator"). */
 const XTAL_HZ = 1_843_200;
