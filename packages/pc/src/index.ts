@@ -12,7 +12,7 @@ export { Pit8254, PIT_HZ, pitTicks, pitNs } from "./pit-8254.js";
 export { RtcCmos, CMOS, type CmosMemoryInfo } from "./rtc-cmos.js";
 export { Uart16550, COM_PORTS, UART_HOST_QUEUE_LIMIT, type ComPort } from "./uart-16550.js";
 export { MemorySerial, streamSerial, type SerialBackend, type ByteSink, type ByteSource } from "./serial-backend.js";
-export { fileSerial } from "./serial-file.js";
+export { fileSerial, type FileSerial } from "./serial-file.js";
 export { I8042, type I8042Wiring } from "./i8042.js";
 export { debugExitHandler, debugExitStatus, debugconHandler, Port92, DEBUG_EXIT_PORT, DEBUGCON_PORT } from "./debug-devices.js";
 export { AcpiPm, PM_TIMER_HZ, SLP_TYP_S5, PM1_TMR, PM1_PWRBTN, PM1_WAK, DEFAULT_PM_PORTS, type AcpiPmPorts, type AcpiPmWiring } from "./acpi-pm.js";
