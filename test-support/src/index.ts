@@ -25,6 +25,12 @@ const DEBIAN: Record<string, string> = {
   ld: "binutils",
   cpio: "cpio",
   zstd: "zstd",
+  iasl: "acpica-tools",
+  acpiexec: "acpica-tools",
+  gzip: "gzip",
+  "apt-get": "apt",
+  "dpkg-deb": "dpkg",
+  sed: "sed",
 };
 
 /**

@@ -5,4 +5,7 @@ import type { Command } from "./command.js";
  * CPU emulator and `typevisor run` does not pay for qcow2 repair code.
  * One line per command; keep them sorted.
  */
-export const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {};
+export const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  guest: { summary: "fetch Debian's i386 kernel and busybox, build the guest initramfs", load: async () => (await import("./commands/guest.js")).command },
+  initramfs: { summary: "build an initramfs (cpio newc, gzip) from a folder or a spec", load: async () => (await import("./commands/initramfs.js")).command },
+};

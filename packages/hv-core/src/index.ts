@@ -52,3 +52,31 @@ export {
   type X86Register32,
   type X86SegmentName,
 } from "./x86-platform.js";
+export {
+  PCI_BUS,
+  PciError,
+  PCI_DEVICES_PER_BUS,
+  PCI_FUNCTIONS_PER_DEVICE,
+  formatPciAddress,
+  type PciBus,
+  type PciFunction,
+  type PciSlot,
+  type PciPlugOptions,
+  type PciPluggedFunction,
+} from "./pci.js";
+export {
+  PciConfigSpace,
+  PCI_COMMAND_IO,
+  PCI_COMMAND_MEMORY,
+  PCI_COMMAND_MASTER,
+  PCI_COMMAND_INTX_DISABLE,
+  PCI_CAP_ID_MSI,
+  PCI_CAP_ID_VENDOR,
+  PCI_CAP_ID_MSIX,
+  type PciBarKind,
+  type PciBarDefinition,
+  type PciConfigSpaceOptions,
+  type PciConfigHost,
+  type PciMsiOptions,
+  type PciMsixOptions,
+} from "./pci-config-space.js";
