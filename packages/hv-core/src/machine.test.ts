@@ -130,6 +130,20 @@ describe("Machine lifecycle", () => {
     expect(m.instructions).toBe(15);
   });
 
+  it("keeps yielding to the event loop while idle deterministic time jumps from timer to timer", async () => {
+    const m = new Machine({ clock: { mode: "deterministic" } });
+    m.addVcpu(new CountingCpu(m, 10));
+    // A periodic 1 ms tick that never wakes the halted vCPU (no interrupt).
+    const tick = m.clock.createTimer(() => tick.arm(tick.deadline + 1_000_000), "tick");
+    tick.arm(1_000_000);
+    m.start();
+    // If the loop never yielded, this timer callback would never run.
+    await new Promise((r) => setTimeout(r, 20));
+    const info = await m.stop();
+    expect(info.reason).toBe("user");
+    expect(m.clock.now()).toBeGreaterThan(1_000_000);
+  });
+
   it("waits for tracked I/O before advancing idle deterministic time", async () => {
     const m = new Machine({ clock: { mode: "deterministic" } });
     m.addVcpu(new CountingCpu(m, 10));

@@ -352,7 +352,15 @@ export class Machine {
           if (!v.halted) allHalted = false;
         }
         clock.advanceInstructions(most);
-        if (allHalted || this.stateValue !== "running" || this.pendingStop || this.resetRequested) break;
+        if (this.stateValue !== "running" || this.pendingStop || this.resetRequested) break;
+        if (allHalted) {
+          // Deterministic idle with nothing in flight: jump to the next timer
+          // and keep going, but within this chunk, so the event loop (serial
+          // input, stop requests) still gets its turn.
+          if (!deterministic || this.inflightIo > 0 || clock.nextDeadline() === Infinity) break;
+          clock.advanceTo(clock.nextDeadline());
+          allHalted = false;
+        }
         if (hostMs() >= chunkEnd) break;
       }
       if (this.pendingStop) {
@@ -370,10 +378,6 @@ export class Machine {
   private idle(): Promise<void> {
     const clock = this.clock;
     const deadline = clock.nextDeadline();
-    if (clock.mode === "deterministic" && this.inflightIo === 0 && deadline < Infinity) {
-      clock.advanceTo(deadline);
-      return Promise.resolve();
-    }
     return new Promise<void>((resolve) => {
       let timer: ReturnType<typeof setTimeout> | undefined;
       this.wake = () => {
