@@ -79,6 +79,10 @@ export interface PciPluggedFunction {
  * The platform's PCI bus (provided by the PC platform's host bridge). Device
  * plugins require the `"pci-bus"` capability and look the bus up with
  * `machine.services.get(PCI_BUS)`.
+ *
+ * The bus owns its functions' resets: on machine reset it calls
+ * {@link PciFunction.reset} of every plugged function, so a device plugin
+ * registers no reset handler of its own for a plugged function.
  */
 export interface PciBus {
   /**

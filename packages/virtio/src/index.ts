@@ -88,12 +88,7 @@ export {
   VIRTIO_MSI_NO_VECTOR,
   VIRTIO_PCI_MSIX_BAR,
   VIRTIO_PCI_REGS_BAR,
-  type VirtioPciConfigSpace,
-  type VirtioPciConfigSpaceFactory,
-  type VirtioPciConfigSpaceOptions,
-  type VirtioPciBarDefinition,
-  type VirtioPciMsixOptions,
+  type VirtioPciHost,
   type VirtioPciOptions,
   type VirtioPciState,
 } from "./transport-pci.js";
-export { VIRTIO_PCI_BUS, type VirtioPciBus } from "./plugins.js";

@@ -1,27 +1,31 @@
 import { describe, expect, it } from "vitest";
-import { createMachine, GUEST_MEMORY, type Plugin } from "@typevisor/hv-core";
+import { createMachine, GUEST_MEMORY, PCI_BUS, formatPciAddress, type Machine, type PciFunction, type PciSlot, type Plugin } from "@typevisor/hv-core";
 import { MemoryBlockBackend } from "./block-backend.js";
 import { MemoryCharBackend } from "./char-backend.js";
 import { FlatGuestMemory } from "./flat-guest-memory.js";
 import { virtioBlk, virtioConsole, virtioNet, virtioRng } from "./plugin-devices.js";
 import { PcapWriter } from "./net-pcap.js";
 import { VirtualSwitch } from "./net-switch.js";
-import { virtioMmioKernelParams, VIRTIO_PCI_BUS } from "./plugins.js";
-import type { VirtioPciConfigSpaceOptions, VirtioPciTransport } from "./transport-pci.js";
-import { FakePciConfigSpace } from "../test/fake-pci.js";
-import { PciGuestDriver } from "../test/pci-driver.js";
+import { virtioMmioKernelParams } from "./plugins.js";
+import { PciGuestDriver, type ConfigAccess } from "../test/pci-driver.js";
 import { GuestAllocator } from "../test/guest-driver.js";
 
-const fakeBus = (plugged: { fn: VirtioPciTransport; device?: number }[]): Plugin => ({
+/** A minimal PCI bus (the PC platform provides the real one): plugs, attaches, wires every pin to GSI 16. */
+const fakeBus = (plugged: { fn: PciFunction; slot: PciSlot }[]): Plugin => ({
   name: "fake-pci",
   version: "1.0.0",
   provides: ["pci-bus"],
-  setup: (m) =>
-    m.services.provide(VIRTIO_PCI_BUS, {
+  setup: (m: Machine) =>
+    m.services.provide(PCI_BUS, {
       plug(fn, options) {
-        plugged.push({ fn, device: options?.device });
-        return { address: `0000:00:${(options?.device ?? 2 + plugged.length).toString(16).padStart(2, "0")}.0` };
+        const device = options?.device ?? 2 + plugged.length;
+        const slot: PciSlot = { bus: 0, device, function: 0, address: formatPciAddress(0, device, 0), intx: () => m.irqs.line(16), gsiOf: () => 16 };
+        plugged.push({ fn, slot });
+        fn.attach?.(slot);
+        return slot;
       },
+      unplug() {},
+      functions: () => plugged.map(({ fn, slot }) => ({ fn, slot })),
     }),
 });
 
@@ -57,31 +61,28 @@ describe("virtio plugins", () => {
     expect(closed).toBe(1);
   });
 
-  it("needs a memory provider, and for transport pci a PCI bus and configuration-space helper", async () => {
+  it("needs a memory provider, and for transport pci a PCI bus", async () => {
     await expect(createMachine({ plugins: [virtioRng()] })).rejects.toThrow(/memory/);
     await expect(createMachine({ plugins: [virtioRng({ transport: "pci" }), memoryPlugin(new FlatGuestMemory(4096))] })).rejects.toThrow(/pci-bus/);
-    await expect(createMachine({ plugins: [virtioRng({ transport: "pci" }), memoryPlugin(new FlatGuestMemory(4096)), fakeBus([])] })).rejects.toThrow(/pci.createConfigSpace/);
   });
 
-  it("plugs devices into the PCI bus with transport pci", async () => {
-    const plugged: { fn: VirtioPciTransport; device?: number }[] = [];
-    const spaces: FakePciConfigSpace[] = [];
-    const createConfigSpace = (o: VirtioPciConfigSpaceOptions) => {
-      const s = new FakePciConfigSpace(o);
-      spaces.push(s);
-      return s;
-    };
-    const blk = virtioBlk({ disk: new MemoryBlockBackend(1 << 16), transport: "pci", pci: { createConfigSpace, device: 5 } });
-    const rng = virtioRng({ transport: "pci", pci: { createConfigSpace } });
+  it("plugs devices into the machine's PCI bus with transport pci and no other options", async () => {
+    const plugged: { fn: PciFunction; slot: PciSlot }[] = [];
+    const blk = virtioBlk({ disk: new MemoryBlockBackend(1 << 16), transport: "pci", pci: { device: 5 } });
+    const rng = virtioRng({ transport: "pci" });
     const mem = new FlatGuestMemory(1 << 20);
-    const vm = await createMachine({ plugins: [blk, rng, memoryPlugin(mem), fakeBus(plugged)] });
-    expect(plugged.map((p) => p.device)).toEqual([5, undefined]);
+    const vm = await createMachine({ plugins: [memoryPlugin(mem), fakeBus(plugged), blk, rng] });
+    expect(plugged.map((p) => p.slot.device)).toEqual([5, 3]);
     expect(blk.pciAddress).toBe("0000:00:05.0");
+    expect(rng.pciAddress).toBe("0000:00:03.0");
     expect(blk.pci).toBe(plugged[0].fn);
+    expect(blk.pci?.pci.slot).toBe(plugged[0].slot);
     expect(vm.states.ids).toEqual(["virtio-pci:virtio-blk", "virtio-pci:virtio-rng"]);
     expect(plugged[0].fn.configRead(2, 2)).toBe(0x1042);
-    // The function works through the bus: a guest driver reads random bytes via the rng function.
-    const driver = new PciGuestDriver(spaces[1], mem, new GuestAllocator(0x1000, 1 << 20));
+    // The function works through the machine's buses: a guest driver reads random bytes via the rng function.
+    const fn = plugged[1].fn;
+    const cfg: ConfigAccess = { read: (o, s) => fn.configRead(o, s), write: (o, s, v) => fn.configWrite(o, s, v) };
+    const driver = new PciGuestDriver(cfg, vm.mmio, mem, new GuestAllocator(0x1000, 1 << 20)).probe(0xe000_0000);
     driver.negotiate();
     const q = driver.setupQueue(0);
     driver.driverOk();
@@ -89,6 +90,7 @@ describe("virtio plugins", () => {
     q.publish();
     driver.kick(0);
     expect(q.takeUsed()).toEqual([{ id, len: 16 }]);
+    expect(vm.irqs.level(16)).toBe(true); // INTx through the bus's line (no MSI-X enabled)
   });
 
   it("runs out of default interrupts with a clear error", async () => {

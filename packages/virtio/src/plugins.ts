@@ -1,38 +1,16 @@
-import { ServiceKey, type Machine, type Plugin } from "@typevisor/hv-core";
+import { PCI_BUS, type Machine, type Plugin } from "@typevisor/hv-core";
 import { VirtioConfigError } from "./errors.js";
 import { attachVirtioMmio, type VirtioMmioTransport } from "./transport-mmio.js";
-import { VirtioPciTransport, type VirtioPciConfigSpaceFactory } from "./transport-pci.js";
-import type { VirtioDevice, VirtioHost } from "./virtio-device.js";
-
-/**
- * The platform's PCI bus as virtio-pci uses it: the `plug` of the `"pci-bus"`
- * service (the PC platform's host bridge provides it).
- */
-export interface VirtioPciBus {
-  /** Plugs a function in; returns where it went. */
-  plug(
-    fn: VirtioPciTransport,
-    options?: {
-      /** Device number. */
-      device?: number;
-      /** Function number. */
-      function?: number;
-    },
-  ): {
-    /** The function's address, `"0000:00:03.0"`. */
-    readonly address: string;
-  };
-}
-
-/** Looks up the `"pci-bus"` service by name, so this package needs no PCI implementation. */
-export const VIRTIO_PCI_BUS = new ServiceKey<VirtioPciBus>("pci-bus");
+import { VirtioPciTransport, type VirtioPciHost } from "./transport-pci.js";
+import type { VirtioDevice } from "./virtio-device.js";
 
 /** Where a virtio plugin puts its device. */
 export interface VirtioPlacementOptions {
   /**
    * The transport: `"mmio"` (virtio-mmio; Linux finds it through
-   * {@link virtioMmioKernelParams}) or `"pci"` (virtio-pci on the platform's PCI bus).
-   * Default `"mmio"`.
+   * {@link virtioMmioKernelParams}) or `"pci"` (virtio-pci on the platform's
+   * PCI bus, the `"pci-bus"` service that the PC platform provides; the guest
+   * finds it by enumerating the bus). Default `"mmio"`.
    */
   transport?: "mmio" | "pci";
   /** virtio-pci placement. */
@@ -41,11 +19,6 @@ export interface VirtioPlacementOptions {
     device?: number;
     /** Function number (default 0). */
     function?: number;
-    /**
-     * Builds the function's configuration space: the platform's PCI helper,
-     * e.g. `(o) => new PciConfigSpace(machine, o)`. Required for `transport: "pci"`.
-     */
-    createConfigSpace?: VirtioPciConfigSpaceFactory;
   };
   /** virtio-mmio placement; defaults come from {@link VIRTIO_MMIO_DEFAULT_SLOTS}. */
   mmio?: {
@@ -130,15 +103,13 @@ export function virtioPlugin<D extends VirtioDevice>(kind: string, device: D, pl
     setup(machine: Machine) {
       if (transport === "pci") {
         const o = placement.pci ?? {};
-        if (!o.createConfigSpace) {
-          throw new VirtioConfigError("VIRTIO_PCI", `${name}: transport "pci" needs pci.createConfigSpace (the platform's PCI configuration-space helper)`);
-        }
-        const bus = machine.services.get(VIRTIO_PCI_BUS);
-        const host: VirtioHost = { memory: machine.memory, trackIo: (work) => machine.trackIo(work) };
-        pci = new VirtioPciTransport(device, { host, createConfigSpace: o.createConfigSpace, name });
+        const bus = machine.services.get(PCI_BUS);
+        // Memory is looked up once here, not per DMA access through the machine's getter.
+        const host: VirtioPciHost = { memory: machine.memory, trackIo: (work) => machine.trackIo(work), ports: machine.ports, mmio: machine.mmio, irqs: machine.irqs };
+        pci = new VirtioPciTransport(device, { host, name });
         pciAddress = bus.plug(pci, { device: o.device, function: o.function }).address;
         machine.states.register(pci);
-        machine.onReset(() => pci!.reset());
+        // No reset handler: the PCI bus resets its functions on machine reset.
         return;
       }
       const o = placement.mmio ?? {};

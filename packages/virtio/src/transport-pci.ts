@@ -1,105 +1,8 @@
-import type { AccessSize, MmioHandler, Snapshottable, StateValue } from "@typevisor/hv-core";
-import { StateError } from "@typevisor/hv-core";
+import type { AccessSize, MmioHandler, PciConfigHost, PciFunction, PciSlot, Snapshottable, StateValue } from "@typevisor/hv-core";
+import { PCI_CAP_ID_VENDOR, PciConfigSpace, StateError } from "@typevisor/hv-core";
 import { VirtioDeviceId } from "./constants.js";
 import { VirtioConfigError } from "./errors.js";
 import type { VirtioDevice, VirtioDeviceState, VirtioHost, VirtioInterrupts } from "./virtio-device.js";
-
-// ---- The PCI side this transport needs --------------------------------------
-//
-// These interfaces are the subset of the platform's PCI configuration-space
-// helper that virtio-pci uses. They are declared here, structurally, so this
-// package does not depend on a particular PCI implementation: any config
-// space with these members plugs in (the PC platform's helper in hv-core has
-// exactly these shapes).
-
-/** One base address register of the function. */
-export interface VirtioPciBarDefinition {
-  /** BAR number 0..5 (a 64-bit BAR also takes the next one). */
-  index: number;
-  /** I/O space, 32-bit or 64-bit memory space. */
-  kind: "io" | "mem32" | "mem64";
-  /** Size in bytes (a power of two). */
-  size: number;
-  /** Prefetchable memory. */
-  prefetchable?: boolean;
-  /** The registers behind the BAR. */
-  handler?: MmioHandler;
-}
-
-/** Identity and BARs of the function, as a PCI configuration-space helper takes them. */
-export interface VirtioPciConfigSpaceOptions {
-  /** Function name. */
-  name: string;
-  /** Vendor ID. */
-  vendorId: number;
-  /** Device ID. */
-  deviceId: number;
-  /** Class code (base class << 16 | subclass << 8 | interface). */
-  classCode: number;
-  /** Revision ID. */
-  revision?: number;
-  /** Subsystem vendor ID. */
-  subsystemVendorId?: number;
-  /** Subsystem ID. */
-  subsystemId?: number;
-  /** Interrupt pin: 1 = INTA#. */
-  interruptPin?: number;
-  /** The BARs. */
-  bars?: readonly VirtioPciBarDefinition[];
-}
-
-/** MSI-X capability placement (PCI 3.0 §6.8.2). */
-export interface VirtioPciMsixOptions {
-  /** Table size. */
-  vectors: number;
-  /** BAR holding the table. */
-  tableBar: number;
-  /** Offset of the table in it. */
-  tableOffset: number;
-  /** BAR holding the pending-bit array. */
-  pbaBar: number;
-  /** Offset of the PBA in it. */
-  pbaOffset: number;
-}
-
-/** A PCI type-0 configuration space with MSI-X and INTx, as virtio-pci uses it. */
-export interface VirtioPciConfigSpace {
-  /** Called after each configuration write. */
-  onConfigWrite: ((offset: number, size: AccessSize, value: number) => void) | undefined;
-  /** Called on each configuration read; may replace the value. */
-  onConfigRead: ((offset: number, size: AccessSize, value: number) => number) | undefined;
-  /** Whether the guest enabled bus mastering (DMA). */
-  readonly busMasterEnabled: boolean;
-  /** Whether the guest enabled MSI-X. */
-  readonly msixEnabled: boolean;
-  /** Sets bytes at `offset` (current and power-on value) and which bits the guest may write. */
-  define(offset: number, size: number, value: number, writable?: number): void;
-  /** Appends a capability; returns its offset. */
-  addCapability(id: number, length: number): number;
-  /** Adds the MSI-X capability; returns its offset. */
-  addMsix(options: VirtioPciMsixOptions): number;
-  /** Sends message `vector`; false when message interrupts are disabled (use INTx). */
-  notify(vector: number): boolean;
-  /** Sets the INTx level. */
-  setIntx(level: boolean): void;
-  /** Configuration read. */
-  configRead(offset: number, size: AccessSize): number;
-  /** Configuration write. */
-  configWrite(offset: number, size: AccessSize, value: number): void;
-  /** Power-on state. */
-  reset(): void;
-  /** Plugged into a slot (the bus passes its slot object through). */
-  attach?(slot: never): void;
-  /** Unplugged. */
-  detach?(): void;
-  /** Saved state of the configuration space. */
-  saveState(): StateValue;
-  /** Restores it. */
-  loadState(data: StateValue): void;
-}
-
-/** Creates the configuration space for a function (e.g. `(o) => new PciConfigSpace(machine, o)`). */
-export type VirtioPciConfigSpaceFactory = (options: VirtioPciConfigSpaceOptions) => VirtioPciConfigSpace;
 
 // ---- virtio-pci (§4.1) ------------------------------------------------------
 
@@ -179,7 +82,6 @@ const NOTIFY_OFF = 0x3000;
 /** Each queue gets its own 4-byte doorbell: notify address = NOTIFY_OFF + queue_notify_off x 4. */
 const NOTIFY_MULTIPLIER = 4;
 
-const CAP_VNDR = 0x09;
 const CAP_MSIX_TABLE = 0x0000;
 
 /** Class codes by device type (QEMU's choices, which Linux does not depend on). */
@@ -202,12 +104,18 @@ function pow2AtLeast(n: number): number {
   return p;
 }
 
+/**
+ * What a virtio-pci function needs from the machine: guest memory for DMA
+ * (and I/O tracking) as every virtio transport does, plus the port and MMIO
+ * buses its BARs map onto and MSI delivery, as hv-core's
+ * {@link PciConfigSpace} needs them. A `Machine` has all of these.
+ */
+export interface VirtioPciHost extends VirtioHost, PciConfigHost {}
+
 /** Options of {@link VirtioPciTransport}. */
 export interface VirtioPciOptions {
-  /** Guest memory and I/O tracking. */
-  host: VirtioHost;
-  /** Builds the PCI configuration space (the platform's helper). */
-  createConfigSpace: VirtioPciConfigSpaceFactory;
+  /** Guest memory, I/O tracking, buses and interrupt lines (usually built from the `Machine`). */
+  host: VirtioPciHost;
   /** Name of the function (default the device name). */
   name?: string;
 }
@@ -238,10 +146,13 @@ export interface VirtioPciState {
  * vector per queue plus one for configuration changes) with INTx as the
  * fallback; and the PCI configuration access capability.
  *
- * It is a PCI function itself (configuration reads and writes, reset, attach,
- * detach): plug it into the platform's PCI bus.
+ * The configuration space is hv-core's {@link PciConfigSpace} (BAR sizing
+ * and mapping, capability list, MSI-X table and PBA, INTx); this class adds
+ * the virtio structures behind it. It is a {@link PciFunction} itself: plug
+ * it into the platform's PCI bus (`machine.services.get(PCI_BUS)`), which
+ * calls {@link VirtioPciTransport.reset} on machine reset.
  */
-export class VirtioPciTransport implements VirtioInterrupts, Snapshottable<VirtioPciState> {
+export class VirtioPciTransport implements PciFunction, VirtioInterrupts, Snapshottable<VirtioPciState> {
   /** The device behind the function. */
   readonly device: VirtioDevice;
   /** Function name. */
@@ -250,8 +161,8 @@ export class VirtioPciTransport implements VirtioInterrupts, Snapshottable<Virti
   readonly stateId: string;
   /** Saved-state format version. */
   readonly stateVersion = 1;
-  /** The configuration space. */
-  readonly pci: VirtioPciConfigSpace;
+  /** The configuration space (identity, BARs, capabilities, MSI-X, INTx). */
+  readonly pci: PciConfigSpace;
   /** Number of MSI-X vectors (queues + 1). */
   readonly msixVectors: number;
   /** ISR status (§4.1.4.5): bit 0 queue interrupt, bit 1 configuration change. */
@@ -267,7 +178,7 @@ export class VirtioPciTransport implements VirtioInterrupts, Snapshottable<Virti
 
   /**
    * @param device - the device to expose
-   * @param options - host and configuration-space factory
+   * @param options - host (memory, buses, interrupts) and name
    */
   constructor(device: VirtioDevice, options: VirtioPciOptions) {
     this.device = device;
@@ -286,7 +197,7 @@ export class VirtioPciTransport implements VirtioInterrupts, Snapshottable<Virti
     const tableLen = this.msixVectors * 16;
     const pbaOffset = (tableLen + 0x7ff) & ~0x7ff; // PBA on the next 2 KiB boundary
     const msixBarSize = Math.max(0x1000, pow2AtLeast(pbaOffset + Math.ceil(this.msixVectors / 64) * 8));
-    this.pci = options.createConfigSpace({
+    this.pci = new PciConfigSpace(options.host, {
       name: this.name,
       vendorId: VIRTIO_PCI_VENDOR_ID,
       deviceId: VIRTIO_PCI_DEVICE_ID_BASE + device.deviceId,
@@ -322,7 +233,7 @@ export class VirtioPciTransport implements VirtioInterrupts, Snapshottable<Virti
   /** Appends one virtio_pci_cap (16 bytes + `extra`) pointing at `offset`/`length` of the registers BAR. */
   private addVirtioCap(type: number, offset: number, length: number, extra = 0): number {
     const cs = this.pci;
-    const cap = cs.addCapability(CAP_VNDR, 16 + extra);
+    const cap = cs.addCapability(PCI_CAP_ID_VENDOR, 16 + extra);
     cs.define(cap + 2, 1, 16 + extra); // cap_len
     cs.define(cap + 3, 1, type); // cfg_type
     cs.define(cap + 4, 1, type === VirtioPciCap.PCI_CFG ? 0 : VIRTIO_PCI_REGS_BAR); // bar
@@ -351,14 +262,14 @@ export class VirtioPciTransport implements VirtioInterrupts, Snapshottable<Virti
     this.resetRegisters();
   }
 
-  /** Plugged into a slot (PCI function). */
-  attach(slot: never): void {
-    this.pci.attach?.(slot);
+  /** Plugged into a slot: the BARs follow the guest's programming, INTA# drives the slot's line (PCI function). */
+  attach(slot: PciSlot): void {
+    this.pci.attach(slot);
   }
 
-  /** Unplugged (PCI function). */
+  /** Unplugged: BARs unmapped, INTx lowered (PCI function). */
   detach(): void {
-    this.pci.detach?.();
+    this.pci.detach();
   }
 
   private resetRegisters(): void {

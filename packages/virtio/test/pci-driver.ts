@@ -1,10 +1,64 @@
-// A minimal virtio-pci driver for tests, following the steps Linux's
-// virtio_pci_modern takes: find the vendor capabilities, map the structures,
-// negotiate, set up queues with MSI-X vectors, kick through the notify area.
-import type { AccessSize } from "@typevisor/hv-core";
+// A minimal virtio-pci driver for tests, following the steps a guest OS and
+// Linux's virtio_pci_modern take: size and program the BARs, enable memory
+// decoding and bus mastering, walk the capability list for the virtio
+// structures and MSI-X, negotiate, set up queues with MSI-X vectors, kick
+// through the notify area. It touches the function only through
+// configuration cycles (a ConfigAccess) and the machine's MMIO bus, as a
+// guest would; its constants are its own, not the transport's.
+import type { AccessSize, MmioBus, PortIoBus } from "@typevisor/hv-core";
 import type { FlatGuestMemory } from "../src/flat-guest-memory.js";
-import type { FakePciConfigSpace } from "./fake-pci.js";
 import { PackedDriverQueue, SplitDriverQueue, type DriverQueue, type GuestAllocator, type NegotiateOptions } from "./guest-driver.js";
+
+/** Configuration-space access to one function. */
+export interface ConfigAccess {
+  read(offset: number, size: AccessSize): number;
+  write(offset: number, size: AccessSize, value: number): void;
+}
+
+/**
+ * Configuration mechanism #1 (PCI Local Bus Spec 3.0 §3.2.2.3.2): the dword
+ * address goes to port 0xCF8, the data moves through 0xCFC + (offset & 3).
+ */
+export function cf8Config(ports: PortIoBus, bus: number, device: number, fn: number): ConfigAccess {
+  const select = (offset: number): void => ports.write(0xcf8, 4, (0x80000000 | (bus << 16) | (device << 11) | (fn << 8) | (offset & 0xfc)) >>> 0);
+  return {
+    read(offset, size) {
+      select(offset);
+      return ports.read(0xcfc + (offset & 3), size);
+    },
+    write(offset, size, value) {
+      select(offset);
+      ports.write(0xcfc + (offset & 3), size, value);
+    },
+  };
+}
+
+/** One function found on bus 0. */
+export interface EnumeratedFunction {
+  device: number;
+  fn: number;
+  vendorId: number;
+  deviceId: number;
+  classCode: number;
+}
+
+/** Scans bus 0 the way an OS does: vendor 0xFFFF means nothing there; the multi-function bit says whether to look past function 0. */
+export function enumerateBus0(ports: PortIoBus): EnumeratedFunction[] {
+  const found: EnumeratedFunction[] = [];
+  for (let device = 0; device < 32; device++) {
+    for (let fn = 0; fn < 8; fn++) {
+      const cfg = cf8Config(ports, 0, device, fn);
+      const id = cfg.read(0, 4);
+      if ((id & 0xffff) === 0xffff) {
+        if (fn === 0) break;
+        continue;
+      }
+      found.push({ device, fn, vendorId: id & 0xffff, deviceId: id >>> 16, classCode: cfg.read(8, 4) >>> 8 });
+      if (fn === 0 && !(cfg.read(0x0e, 1) & 0x80)) break;
+    }
+  }
+  return found;
+}
 
 export interface VirtioCap {
   at: number;
@@ -15,27 +69,100 @@ export interface VirtioCap {
   capLen: number;
 }
 
+export interface BarInfo {
+  index: number;
+  kind: "io" | "mem32" | "mem64";
+  prefetchable: boolean;
+  size: number;
+  address: number;
+}
+
+export interface MsixInfo {
+  cap: number;
+  vectors: number;
+  tableBar: number;
+  tableOffset: number;
+  pbaBar: number;
+  pbaOffset: number;
+}
+
 export class PciGuestDriver {
+  bars: BarInfo[] = [];
   caps: VirtioCap[] = [];
+  msix: MsixInfo | undefined;
   multiplier = 0;
   features: [number, number] = [0, 0];
 
   constructor(
-    readonly pci: FakePciConfigSpace,
+    readonly cfg: ConfigAccess,
+    readonly mmio: MmioBus,
     readonly mem: FlatGuestMemory,
     readonly alloc: GuestAllocator,
-  ) {
-    // Walk the capability list (bounded: at most 48 entries fit in 256 bytes).
-    let p = pci.configRead(0x34, 1);
-    for (let n = 0; p !== 0 && n < 48; n++) {
-      const id = pci.configRead(p, 1);
-      if (id === 0x09) {
-        const cap = { at: p, type: pci.configRead(p + 3, 1), bar: pci.configRead(p + 4, 1), offset: pci.configRead(p + 8, 4), length: pci.configRead(p + 12, 4), capLen: pci.configRead(p + 2, 1) };
-        this.caps.push(cap);
-        if (cap.type === 2) this.multiplier = pci.configRead(p + 16, 4);
+  ) {}
+
+  /**
+   * What firmware and the OS do before the driver binds: size every BAR
+   * (write all-ones with decoding off, read the mask back), place memory
+   * BARs naturally aligned from `memBase`, enable memory decoding, then walk
+   * the capability list.
+   */
+  probe(memBase: number): this {
+    const cmd = this.cfg.read(4, 2);
+    this.cfg.write(4, 2, cmd & ~3);
+    let next = memBase;
+    this.bars = [];
+    for (let i = 0; i < 6; i++) {
+      const reg = 0x10 + 4 * i;
+      const orig = this.cfg.read(reg, 4);
+      this.cfg.write(reg, 4, 0xffffffff);
+      const mask = this.cfg.read(reg, 4);
+      this.cfg.write(reg, 4, orig);
+      if (mask === 0) continue;
+      if (mask & 1) throw new Error(`unexpected I/O BAR ${i}`);
+      const is64 = ((mask >>> 1) & 3) === 2;
+      let size = (~(mask & 0xfffffff0) >>> 0) + 1;
+      if (is64) {
+        this.cfg.write(reg + 4, 4, 0xffffffff);
+        const hi = this.cfg.read(reg + 4, 4);
+        this.cfg.write(reg + 4, 4, 0);
+        if (hi !== 0xffffffff) size = 2 ** 32 * ((~hi >>> 0) + 1);
       }
-      p = pci.configRead(p + 1, 1);
+      const address = Math.ceil(next / size) * size;
+      next = address + size;
+      this.cfg.write(reg, 4, address >>> 0);
+      this.bars.push({ index: i, kind: is64 ? "mem64" : "mem32", prefetchable: (mask & 8) !== 0, size, address });
+      if (is64) i++;
     }
+    this.cfg.write(4, 2, (cmd & ~3) | 2);
+    this.walkCapabilities();
+    return this;
+  }
+
+  private walkCapabilities(): void {
+    this.caps = [];
+    this.msix = undefined;
+    if (!(this.cfg.read(6, 2) & 0x10)) return;
+    // Bounded: at most 48 capabilities fit in 256 bytes.
+    let p = this.cfg.read(0x34, 1) & 0xfc;
+    for (let n = 0; p !== 0 && n < 48; n++) {
+      const id = this.cfg.read(p, 1);
+      if (id === 0x09) {
+        const cap = { at: p, type: this.cfg.read(p + 3, 1), bar: this.cfg.read(p + 4, 1), offset: this.cfg.read(p + 8, 4), length: this.cfg.read(p + 12, 4), capLen: this.cfg.read(p + 2, 1) };
+        this.caps.push(cap);
+        if (cap.type === 2) this.multiplier = this.cfg.read(p + 16, 4);
+      } else if (id === 0x11) {
+        const table = this.cfg.read(p + 4, 4);
+        const pba = this.cfg.read(p + 8, 4);
+        this.msix = { cap: p, vectors: (this.cfg.read(p + 2, 2) & 0x7ff) + 1, tableBar: table & 7, tableOffset: table & ~7, pbaBar: pba & 7, pbaOffset: pba & ~7 };
+      }
+      p = this.cfg.read(p + 1, 1) & 0xfc;
+    }
+  }
+
+  bar(index: number): BarInfo {
+    const b = this.bars.find((x) => x.index === index);
+    if (!b) throw new Error(`BAR ${index} is not implemented`);
+    return b;
   }
 
   cap(type: number): VirtioCap {
@@ -45,27 +172,53 @@ export class PciGuestDriver {
   }
 
   enableBusMaster(): void {
-    this.pci.configWrite(4, 2, this.pci.configRead(4, 2) | 0x6);
+    this.cfg.write(4, 2, this.cfg.read(4, 2) | 0x6);
   }
 
+  /** Reads the structure of capability type `type` at `off`. */
+  at(type: number, off: number, size: AccessSize): number {
+    const c = this.cap(type);
+    return this.mmio.read(this.bar(c.bar).address + c.offset + off, size);
+  }
+  atWrite(type: number, off: number, size: AccessSize, v: number): void {
+    const c = this.cap(type);
+    this.mmio.write(this.bar(c.bar).address + c.offset + off, size, v);
+  }
+
+  /** Common configuration. */
   r(off: number, size: AccessSize): number {
-    const c = this.cap(1);
-    return this.pci.barRead(c.bar, c.offset + off, size);
+    return this.at(1, off, size);
   }
   w(off: number, size: AccessSize, v: number): void {
-    const c = this.cap(1);
-    this.pci.barWrite(c.bar, c.offset + off, size, v);
+    this.atWrite(1, off, size, v);
   }
 
-  /** Programs MSI-X vector v with address 0xfee00000 and data 0x40 + v, unmasked, and enables MSI-X. */
+  tableAddress(vector: number): number {
+    const m = this.msix!;
+    return this.bar(m.tableBar).address + m.tableOffset + 16 * vector;
+  }
+
+  pending(vector: number): boolean {
+    const m = this.msix!;
+    return ((this.mmio.read(this.bar(m.pbaBar).address + m.pbaOffset + 4 * (vector >>> 5), 4) >>> (vector & 31)) & 1) === 1;
+  }
+
+  /**
+   * Enables MSI-X as Linux does: enable with the function masked, program
+   * vector v with address 0xfee00000 and data 0x40 + v and unmask it, then
+   * clear the function mask.
+   */
   enableMsix(vectors: number): void {
-    const m = this.pci.msix;
+    const m = this.msix!;
+    this.cfg.write(m.cap + 2, 2, 0xc000);
     for (let v = 0; v < vectors; v++) {
-      this.pci.barWrite(m.tableBar, m.tableOffset + 16 * v, 4, 0xfee00000);
-      this.pci.barWrite(m.tableBar, m.tableOffset + 16 * v + 8, 4, 0x40 + v);
-      this.pci.barWrite(m.tableBar, m.tableOffset + 16 * v + 12, 4, 0);
+      const a = this.tableAddress(v);
+      this.mmio.write(a, 4, 0xfee00000);
+      this.mmio.write(a + 4, 4, 0);
+      this.mmio.write(a + 8, 4, 0x40 + v);
+      this.mmio.write(a + 12, 4, 0);
     }
-    this.pci.configWrite(m.cap + 3, 1, 0x80);
+    this.cfg.write(m.cap + 2, 2, 0x8000);
   }
 
   status(): number {
@@ -125,17 +278,14 @@ export class PciGuestDriver {
   kick(queue: number): void {
     this.w(0x16, 2, queue);
     const off = this.r(0x1e, 2);
-    const c = this.cap(2);
-    this.pci.barWrite(c.bar, c.offset + off * this.multiplier, 2, queue);
+    this.atWrite(2, off * this.multiplier, 2, queue);
   }
 
   isr(): number {
-    const c = this.cap(3);
-    return this.pci.barRead(c.bar, c.offset, 1);
+    return this.at(3, 0, 1);
   }
 
   config(offset: number, size: AccessSize): number {
-    const c = this.cap(4);
-    return this.pci.barRead(c.bar, c.offset + offset, size);
+    return this.at(4, offset, size);
   }
 }
