@@ -3,14 +3,8 @@
 // a 4 KiB window (QEMU inflates with windowBits -12, so wider windows would
 // not decode there); zstd images hold one or more zstd frames.
 import { constants, deflateRawSync, inflateRawSync } from "node:zlib";
-import { Qcow2FormatError, Qcow2UnsupportedError } from "./errors.js";
-
-function zstdCompress(_data: Uint8Array): Uint8Array {
-  throw new Qcow2UnsupportedError("QCOW2_ZSTD", "zstd compression is not available yet");
-}
-function zstdDecompress(_data: Uint8Array, _size: number): Uint8Array {
-  throw new Qcow2UnsupportedError("QCOW2_ZSTD", "zstd decompression is not available yet");
-}
+import { Qcow2FormatError } from "./errors.js";
+import { zstdCompress, zstdDecompress } from "./zstd.js";
 
 /** Compression type codes (header byte 104). */
 export const COMPRESSION = { zlib: 0, zstd: 1 } as const;

@@ -740,39 +740,80 @@ export class Qcow2Image implements BlockDevice {
 
   /**
    * Finds `count` contiguous free clusters from the hint, raises their
-   * refcount to one and makes that durable.
+   * refcount to one and makes that durable. Ranges without a refcount block
+   * get one, placed right after the run (so long runs can cross ranges).
    */
   private async allocateNew(count: number): Promise<number> {
     const order = this.header.refcountOrder;
-    let c = this.freeHint;
-    let runStart = c;
-    let guard = 0;
-    while (c - runStart < count) {
-      if (++guard > 1 << 26) throw new Qcow2UsageError("QCOW2_NO_SPACE", "no free clusters found");
-      const ti = Math.floor(c / this.refblockEntries);
-      if (ti >= this.reftable.length || !this.reftable[ti]) {
-        // Whole range free (its block, once created, takes its first cluster).
-        if (c === ti * this.refblockEntries) {
-          await this.ensureRefblock(ti);
+    const per = this.refblockEntries;
+    const cs = this.clusterSize;
+    for (let attempt = 0; attempt < 8; attempt++) {
+      let runStart = this.freeHint;
+      let c = runStart;
+      const uncovered: number[] = [];
+      let guard = 0;
+      while (c - runStart < count + uncovered.length) {
+        if (++guard > 1 << 27) throw new Qcow2UsageError("QCOW2_NO_SPACE", "no free clusters found");
+        const ti = Math.floor(c / per);
+        if (ti >= this.reftable.length || !this.reftable[ti]) {
+          if (uncovered[uncovered.length - 1] !== ti) uncovered.push(ti);
+          c++;
           continue;
         }
-        c++;
-        continue;
-      }
-      const b = (await this.loadRefblock(ti))!;
-      const v = viewOf(b);
-      const base = ti * this.refblockEntries;
-      const stop = base + this.refblockEntries;
-      for (; c < stop && c - runStart < count; c++) {
-        if (getRefcountEntry(b, v, order, c - base) !== 0) {
-          runStart = c + 1;
+        const b = (await this.loadRefblock(ti))!;
+        const v = viewOf(b);
+        const base = ti * per;
+        const stop = base + per;
+        for (; c < stop && c - runStart < count + uncovered.length; c++) {
+          if (getRefcountEntry(b, v, order, c - base) !== 0) {
+            runStart = c + 1;
+            uncovered.length = 0;
+          }
         }
       }
+      const total = count + uncovered.length;
+      const tooFar = uncovered.find((ti) => ti >= this.reftable.length);
+      if (tooFar !== undefined) {
+        await this.growReftable(Math.floor((runStart + total - 1) / per));
+        continue; // the new table and its blocks took space: look again
+      }
+      // Clusters in ranges that already have a block: count them first.
+      const runEnd = runStart + total;
+      let c0 = runStart;
+      while (c0 < runEnd) {
+        const ti = Math.floor(c0 / per);
+        const e = Math.min(runEnd, (ti + 1) * per);
+        if (!uncovered.includes(ti)) await this.updateRefcounts(c0, e - c0, 1);
+        c0 = e;
+      }
+      // Then the new blocks, each counting the run's clusters in its range.
+      for (let j = 0; j < uncovered.length; j++) {
+        const ti = uncovered[j];
+        const blk = new Uint8Array(cs);
+        const bv = viewOf(blk);
+        const base = ti * per;
+        for (let k = Math.max(runStart, base); k < Math.min(runEnd, base + per); k++) setRefcountEntry(blk, bv, order, k - base, 1);
+        const off = (runStart + count + j) * cs;
+        await this.store.write(off, blk);
+        this.rbCache.set(ti, blk);
+        this.addMetadata(off, cs);
+      }
+      if (uncovered.length) {
+        await this.barrier();
+        for (let j = 0; j < uncovered.length; j++) {
+          const ti = uncovered[j];
+          const off = (runStart + count + j) * cs;
+          const e = new Uint8Array(8);
+          setU64(viewOf(e), 0, off);
+          await this.store.write(this.header.refcountTableOffset + ti * 8, e);
+          this.reftable[ti] = off;
+        }
+      }
+      if (runStart === this.freeHint) this.freeHint = runEnd;
+      await this.barrier();
+      return runStart;
     }
-    await this.updateRefcounts(runStart, count, 1);
-    if (runStart === this.freeHint) this.freeHint = runStart + count;
-    await this.barrier();
-    return runStart;
+    throw new Qcow2UsageError("QCOW2_NO_SPACE", "could not allocate clusters after growing the refcount table");
   }
 
   /**
