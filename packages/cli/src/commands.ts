@@ -5,4 +5,6 @@ import type { Command } from "./command.js";
  * CPU emulator and `typevisor run` does not pay for qcow2 repair code.
  * One line per command; keep them sorted.
  */
-export const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {};
+export const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  img: { summary: "disk images: create, info, check, convert, compare, map, snapshot, resize, rebase, commit, amend", load: async () => (await import("./commands/img.js")).default },
+};

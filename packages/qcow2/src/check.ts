@@ -69,7 +69,7 @@ export async function checkImage(img: Qcow2Image, options: CheckOptions = {}): P
   return after;
 }
 
-async function runCheck(img: Qcow2Image, options: CheckOptions): Promise<CheckResult> {
+async function runCheck(img: Qcow2Image, options: CheckOptions, keep?: { refs?: Uint32Array }): Promise<CheckResult> {
   const h = img.header;
   const cs = img.clusterSize;
   const res: CheckResult = { corruptions: 0, leaks: 0, checkErrors: 0, corruptionsFixed: 0, leaksFixed: 0, totalClusters: Math.ceil(h.size / cs), allocatedClusters: 0, fragmentedClusters: 0, compressedClusters: 0, imageEndOffset: 0, messages: [] };
@@ -237,8 +237,9 @@ async function runCheck(img: Qcow2Image, options: CheckOptions): Promise<CheckRe
       else res.leaks++;
       if (fixing) fixes.push([c, computed]);
     }
+    if (keep) keep.refs = refs;
     if (options.repair === "all" && rebuild) {
-      await rebuildRefcounts(img, refs);
+      await rebuildRefcounts(img, refs, h.refcountOrder);
       res.corruptionsFixed += res.corruptions - res.corruptionsFixed;
       res.messages.push("Rebuilding refcount structure");
     } else {
@@ -251,6 +252,25 @@ async function runCheck(img: Qcow2Image, options: CheckOptions): Promise<CheckRe
     release();
   }
   return res;
+}
+
+/**
+ * @internal Rewrites the refcount structure with another refcount width
+ * (qemu-img amend -o refcount_bits). Refuses an image with corruptions.
+ */
+export async function changeRefcountOrder(img: Qcow2Image, order: number): Promise<void> {
+  const keep: { refs?: Uint32Array } = {};
+  const r = await runCheck(img, {}, keep);
+  if (r.corruptions > 0 || r.checkErrors > 0) throw new Qcow2UsageError("QCOW2_AMEND", "the image has corruptions; repair it before changing refcount_bits");
+  let max = 0;
+  for (const v of keep.refs!) if (v > max) max = v;
+  if (max > 2 ** (1 << order) - 1 && order < 6) throw new Qcow2UsageError("QCOW2_AMEND", `a cluster has ${max} references, more than ${1 << order}-bit refcounts hold`);
+  const release = await img.lock.exclusive();
+  try {
+    await rebuildRefcounts(img, keep.refs!, order);
+  } finally {
+    release();
+  }
 }
 
 /** Counts L1/L2 entries whose COPIED flag disagrees with refcount == 1 (active image only). */
@@ -311,11 +331,16 @@ async function fixCopiedFlags(img: Qcow2Image, res: CheckResult): Promise<void> 
  * of everything in use, then switches the header to them. The old
  * structures become free space.
  */
-async function rebuildRefcounts(img: Qcow2Image, refs: Uint32Array): Promise<void> {
+async function rebuildRefcounts(img: Qcow2Image, refs: Uint32Array, order: number): Promise<void> {
   const h = img.header;
   const cs = img.clusterSize;
-  const per = img.refblockEntries;
-  const order = h.refcountOrder;
+  const per = (cs * 8) >> order;
+  // The old table and blocks are replaced: they no longer count.
+  const drop = (off: number, len: number) => {
+    for (let c = Math.floor(off / cs); c < Math.ceil((off + len) / cs) && c < refs.length; c++) if (refs[c] > 0) refs[c]--;
+  };
+  drop(h.refcountTableOffset, h.refcountTableClusters * cs);
+  for (const off of img.reftable) if (off && off + cs <= img.store.size) drop(off, cs);
   let used = 0;
   for (let c = refs.length - 1; c >= 0; c--) if (refs[c]) {
     used = c + 1;
@@ -348,13 +373,13 @@ async function rebuildRefcounts(img: Qcow2Image, refs: Uint32Array): Promise<voi
   const tableOff = (start + blocks) * cs;
   await img.store.write(tableOff, table);
   await img.store.flush();
-  const hb = new Uint8Array(12);
-  setU64(viewOf(hb), 0, tableOff);
-  viewOf(hb).setUint32(8, tableClusters);
-  await img.store.write(48, hb);
-  await img.store.flush();
+  // One write switches table, size and width together.
   h.refcountTableOffset = tableOff;
   h.refcountTableClusters = tableClusters;
+  h.refcountOrder = order;
+  await img.writeHeader();
+  await img.store.flush();
+  img.refblockEntries = per;
   const entries = (tableClusters * cs) / 8;
   img.reftable = new Array(entries).fill(0);
   for (let j = 0; j < blocks; j++) img.reftable[j] = getU64(viewOf(table), j * 8, "refcount_table");

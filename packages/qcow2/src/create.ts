@@ -36,8 +36,12 @@ export interface Qcow2CreateOptions {
   dataStore?: ByteStore;
   /** The external data file is kept a valid raw image (autoclear bit 1). */
   dataFileRaw?: boolean;
-  /** Extra header fields to set before the first write (LUKS uses this). @internal */
-  prepare?: (h: Qcow2Header, reserve: (bytes: number) => number) => Promise<void> | void;
+  /**
+   * Sets extra header fields and reserves space right after the first
+   * refcount block before anything is written; returns data to write there
+   * (LUKS uses this, see luksCreateHook).
+   */
+  prepare?: (h: Qcow2Header, reserve: (bytes: number) => number) => { offset: number; data: Uint8Array }[];
 }
 
 /**
@@ -99,7 +103,8 @@ export async function createQcow2(store: ByteStore, o: Qcow2CreateOptions): Prom
     next += Math.ceil(bytes / cs);
     return at;
   };
-  if (o.prepare) await o.prepare(h, reserve);
+  const extra = o.prepare ? o.prepare(h, reserve) : [];
+  if (h.cryptMethod && (o.preallocation ?? "off") !== "off") throw new Qcow2UsageError("QCOW2_BAD_OPTION", "preallocation of encrypted images is not supported");
   const perBlock = (cs * 8) >> order;
   if (next > perBlock) throw new Qcow2UsageError("QCOW2_BAD_OPTION", "initial metadata does not fit the first refcount block; use larger clusters");
   await store.truncate(0);
@@ -110,6 +115,7 @@ export async function createQcow2(store: ByteStore, o: Qcow2CreateOptions): Prom
   const rb = new Uint8Array(cs);
   for (let c = 0; c < next; c++) setRefcountEntry(rb, viewOf(rb), order, c, 1);
   await store.write(2 * cs, rb);
+  for (const x of extra) await store.write(x.offset, x.data);
   if (next > 3) {
     const end = next * cs;
     if (store.size < end) await store.truncate(end);

@@ -308,7 +308,7 @@ export function serializeHeader(h: Qcow2Header): Uint8Array {
   const clusterSize = 2 ** h.clusterBits;
   const fixedLen = h.version === 3 ? Math.max(h.headerLength, 112) : 72;
   const parts: Uint8Array[] = [];
-  if (h.version === 3 || h.backingFormat || h.dataFile !== undefined) {
+  {
     if (h.backingFormat && h.backingFile) pushExt(parts, EXT.backingFormat, encoder.encode(h.backingFormat));
     if (h.dataFile) pushExt(parts, EXT.externalDataFile, encoder.encode(h.dataFile));
     if (h.cryptoHeader) {

@@ -15,3 +15,6 @@ export { parseHeader, serializeHeader, type Qcow2Header, type FeatureName, type 
 export { openImage, detectFormat, resolveRelative, type OpenImageOptions } from "./open.js";
 export { checkImage, checkExitCode, CHECK_MAX_CLUSTERS, type CheckResult, type CheckOptions } from "./check.js";
 export { listSnapshots, createSnapshot, applySnapshot, deleteSnapshot, writeVmState, readVmState, vmStateOffset, type SnapshotInfo, type CreateSnapshotOptions } from "./snapshots.js";
+export { resizeQcow2, emptyImage, setBackingFile, amendQcow2, type AmendOptions } from "./maintenance.js";
+export { isZero as isZeroBuffer } from "./bytes.js";
+export { openLuks, luksCreateHook, type LuksCreateOptions } from "./luks.js";

@@ -3,6 +3,7 @@
 import type { BlockDevice } from "./block-device.js";
 import { Qcow2FormatError, Qcow2UsageError } from "./errors.js";
 import { parseHeader, QCOW2_MAGIC } from "./header.js";
+import { openLuks } from "./luks.js";
 import { Qcow2Image, type ClusterCipher } from "./qcow2-image.js";
 import { RawImage } from "./raw-image.js";
 import { FileStore, type FsLike } from "./store.js";
@@ -76,7 +77,7 @@ async function openChain(path: string, o: OpenImageOptions, readOnly: boolean, d
     const h = parseHeader(first, store.size);
     let backing: BlockDevice | null = null;
     let dataStore: FileStore | undefined;
-    const cipher: ClusterCipher | undefined = undefined;
+    let cipher: ClusterCipher | undefined;
     try {
       if (h.backingFile && !o.noBacking) {
         const bfmt = h.backingFormat === "raw" || h.backingFormat === "qcow2" ? h.backingFormat : h.backingFormat ? undefined : undefined;
@@ -89,7 +90,7 @@ async function openChain(path: string, o: OpenImageOptions, readOnly: boolean, d
       }
       if (h.cryptMethod === 2) {
         if (o.passphrase === undefined) throw new Qcow2UsageError("QCOW2_ENCRYPTED", `'${path}' is LUKS-encrypted; a passphrase is needed`);
-        throw new Qcow2UsageError("QCOW2_ENCRYPTED", "LUKS support is not available yet");
+        cipher = await openLuks(store, h.cryptoHeader!.offset, h.cryptoHeader!.length, o.passphrase);
       }
       return await Qcow2Image.open(store, { readOnly, backing, dataStore, cipher, l2CacheBytes: o.l2CacheBytes, barriers: o.barriers });
     } catch (e) {

@@ -77,6 +77,8 @@ export interface MapExtent {
   data: boolean;
   /** True when the extent reads as zeros. */
   zero: boolean;
+  /** True when this image (or the backing image at `depth`) decides the contents: data or a zero cluster, not a hole. */
+  present: boolean;
   /** True when the data is compressed. */
   compressed: boolean;
   /** Host offset of the data (for uncompressed data in this image). */
@@ -113,8 +115,8 @@ export class Qcow2Image implements BlockDevice {
   readonly l2Entries: number;
   /** Subcluster size (the cluster size without extended L2). */
   readonly subclusterSize: number;
-  /** Refcount entries per refcount block. */
-  readonly refblockEntries: number;
+  /** Refcount entries per refcount block (changes only when amend rewrites the refcount structure). */
+  refblockEntries: number;
   /** @internal */ l1: Uint8Array;
   /** @internal */ l1View: DataView;
   /** @internal */ reftable: number[];
@@ -269,7 +271,10 @@ export class Qcow2Image implements BlockDevice {
   /** @internal Rewrites the header cluster from {@link header}. */
   async writeHeader(): Promise<void> {
     const bytes = serializeHeader(this.header);
-    await this.store.write(0, bytes);
+    // The whole first cluster, so nothing stale follows the new header.
+    const cluster = new Uint8Array(this.clusterSize);
+    cluster.set(bytes);
+    await this.store.write(0, cluster);
   }
 
   /** @internal Sets or clears the dirty bit on disk. */
@@ -284,6 +289,22 @@ export class Qcow2Image implements BlockDevice {
     viewOf(b).setBigUint64(0, next);
     await this.store.write(72, b);
     if (on) await this.store.flush();
+  }
+
+  /** @internal Turns lazy refcounts (compatible bit 0) on or off, keeping the dirty bit consistent. */
+  async setLazyRefcounts(on: boolean): Promise<void> {
+    const bit = 1n << BigInt(COMPAT.lazyRefcounts);
+    await this.store.flush();
+    this.header.compatible = on ? this.header.compatible | bit : this.header.compatible & ~bit;
+    if (!on && this.dirtyMarked) {
+      this.dirtyMarked = false;
+      this.header.incompatible &= ~(1n << BigInt(INCOMPAT.dirty));
+    }
+    await this.writeHeader();
+    if (on && !this.dirtyMarked) {
+      await this.setDirty(true);
+      this.dirtyMarked = true;
+    }
   }
 
   /** @internal Marks the image corrupt (incompatible bit 1) so it is not written again before repair. */
@@ -448,6 +469,15 @@ export class Qcow2Image implements BlockDevice {
 
   /** @internal Reads without taking the lock (caller holds it). */
   async readUnlocked(offset: number, dest: Uint8Array): Promise<void> {
+    if (this.cipher && ((offset | dest.length) & 511) !== 0) {
+      // Encrypted data is read in whole sectors.
+      const a = offset - (offset % 512);
+      const b = Math.ceil((offset + dest.length) / 512) * 512;
+      const tmp = new Uint8Array(b - a);
+      await this.readUnlocked(a, tmp);
+      dest.set(tmp.subarray(offset - a, offset - a + dest.length));
+      return;
+    }
     const cs = this.clusterSize;
     const scs = this.subclusterSize;
     const pending: Promise<void>[] = [];
@@ -573,11 +603,6 @@ export class Qcow2Image implements BlockDevice {
   }
 
   // ------------------------------------------------------------ refcounts
-
-  /** log2 of refcount entries per block. */
-  private get rbShift(): number {
-    return this.clusterBits + 3 - this.header.refcountOrder;
-  }
 
   /** @internal Loads the refcount block at `offset` for reftable index `ti`. */
   async loadRefblock(ti: number): Promise<Uint8Array | null> {
@@ -922,6 +947,16 @@ export class Qcow2Image implements BlockDevice {
 
   /** @internal The write path; the caller holds the exclusive lock. */
   async writeUnlocked(offset: number, src: Uint8Array): Promise<void> {
+    if (this.cipher && ((offset | src.length) & 511) !== 0) {
+      // Encrypted data is written in whole sectors: read, modify, write.
+      const a = offset - (offset % 512);
+      const b = Math.min(Math.ceil((offset + src.length) / 512) * 512, Math.max(this.header.size, offset + src.length));
+      const tmp = new Uint8Array(Math.ceil((b - a) / 512) * 512);
+      await this.readUnlocked(a, tmp);
+      tmp.set(src, offset - a);
+      await this.writeUnlocked(a, tmp);
+      return;
+    }
     let pos = 0;
     while (pos < src.length) {
       const g = offset + pos;
@@ -1472,7 +1507,7 @@ export class Qcow2Image implements BlockDevice {
     try {
       const push = (e: MapExtent) => {
         const last = out[out.length - 1];
-        if (last && last.start + last.length === e.start && last.data === e.data && last.zero === e.zero && last.compressed === e.compressed && last.depth === e.depth && (last.offset === undefined ? e.offset === undefined : e.offset === last.offset + last.length)) {
+        if (last && last.start + last.length === e.start && last.data === e.data && last.zero === e.zero && last.present === e.present && last.compressed === e.compressed && last.depth === e.depth && (last.offset === undefined ? e.offset === undefined : e.offset === last.offset + last.length)) {
           last.length += e.length;
         } else out.push(e);
       };
@@ -1496,9 +1531,9 @@ export class Qcow2Image implements BlockDevice {
           const sc = this.extendedL2 ? Math.floor(inC / scs) : 0;
           const n = Math.min(l2End - g, (sc + 1) * scs - inC);
           const type = this.classify(t, l2Off, idx, sc);
-          if (type === ClusterType.Normal) push({ start: g, length: n, data: true, zero: false, compressed: false, offset: this.hasDataFile && this.dataFileRaw ? g : this.hostOut + inC, depth: 0 });
-          else if (type === ClusterType.Compressed) push({ start: g, length: n, data: true, zero: false, compressed: true, depth: 0 });
-          else if (type === ClusterType.ZeroPlain || type === ClusterType.ZeroAlloc) push({ start: g, length: n, data: false, zero: true, compressed: false, depth: 0 });
+          if (type === ClusterType.Normal) push({ start: g, length: n, data: true, zero: false, present: true, compressed: false, offset: this.hostOut + inC, depth: 0 });
+          else if (type === ClusterType.Compressed) push({ start: g, length: n, data: true, zero: false, present: true, compressed: true, depth: 0 });
+          else if (type === ClusterType.ZeroPlain || type === ClusterType.ZeroAlloc) push({ start: g, length: n, data: false, zero: true, present: true, compressed: false, depth: 0 });
           else await this.mapHole(g, n, push);
           g += n;
         }
@@ -1516,11 +1551,11 @@ export class Qcow2Image implements BlockDevice {
       if (b instanceof Qcow2Image) {
         for (const e of await b.map(g, inB)) push({ ...e, depth: e.depth + 1, offset: undefined });
       } else {
-        push({ start: g, length: inB, data: true, zero: false, compressed: false, depth: 1 });
+        push({ start: g, length: inB, data: true, zero: false, present: true, compressed: false, depth: 1 });
       }
-      if (inB < n) push({ start: g + inB, length: n - inB, data: false, zero: true, compressed: false, depth: 0 });
+      if (inB < n) push({ start: g + inB, length: n - inB, data: false, zero: true, present: false, compressed: false, depth: 0 });
       return;
     }
-    push({ start: g, length: n, data: false, zero: true, compressed: false, depth: 0 });
+    push({ start: g, length: n, data: false, zero: true, present: false, compressed: false, depth: 0 });
   }
 }
