@@ -86,7 +86,9 @@ async function openChain(path: string, o: OpenImageOptions, readOnly: boolean, d
       }
       if (h.dataFile !== undefined) {
         if (!h.dataFile) throw new Qcow2UsageError("QCOW2_DATA_FILE_MISSING", `'${path}' needs an external data file but does not name it`);
-        dataStore = await FileStore.open(resolveRelative(path, h.dataFile), { readOnly, fs: o.fs });
+        // Relative to the image first; QEMU itself resolves against its
+        // working directory, so that is tried next.
+        dataStore = await FileStore.open(resolveRelative(path, h.dataFile), { readOnly, fs: o.fs }).catch(() => FileStore.open(h.dataFile!, { readOnly, fs: o.fs }));
       }
       if (h.cryptMethod === 2) {
         if (o.passphrase === undefined) throw new Qcow2UsageError("QCOW2_ENCRYPTED", `'${path}' is LUKS-encrypted; a passphrase is needed`);

@@ -432,6 +432,17 @@ export class Qcow2Image implements BlockDevice {
     const host = entryOffset(hi, lo);
     if (host < 0 || host % this.clusterSize !== 0) throw new Qcow2FormatError("QCOW2_UNALIGNED_DATA", `data cluster offset is not cluster aligned`, { offset: at, field: "l2_entry" });
     this.hostOut = host;
+    if (host === 0 && this.hasDataFile && hi & OFLAG_COPIED) {
+      // Offset 0 is a real cluster of an external data file; COPIED tells
+      // it from "unallocated" (data clusters there always have refcount 1).
+      if (this.extendedL2) {
+        const zeroBits = v.getUint32(pos + 8);
+        const allocBits = v.getUint32(pos + 12);
+        const bit = 1 << sc;
+        return allocBits & bit ? ClusterType.Normal : zeroBits & bit ? ClusterType.ZeroAlloc : ClusterType.UnallocatedAlloc;
+      }
+      return lo & OFLAG_ZERO ? ClusterType.ZeroAlloc : ClusterType.Normal;
+    }
     if (this.extendedL2) {
       if (lo & OFLAG_ZERO) throw new Qcow2FormatError("QCOW2_BAD_L2_ENTRY", "extended L2 entry has bit 0 set", { offset: at, field: "l2_entry" });
       const zeroBits = v.getUint32(pos + 8);
