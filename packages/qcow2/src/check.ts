@@ -75,7 +75,7 @@ async function runCheck(img: Qcow2Image, options: CheckOptions, keep?: { refs?: 
   const res: CheckResult = { corruptions: 0, leaks: 0, checkErrors: 0, corruptionsFixed: 0, leaksFixed: 0, totalClusters: Math.ceil(h.size / cs), allocatedClusters: 0, fragmentedClusters: 0, compressedClusters: 0, imageEndOffset: 0, messages: [] };
   const fileClusters = Math.ceil(img.store.size / cs);
   if (fileClusters > CHECK_MAX_CLUSTERS) throw new Qcow2UsageError("QCOW2_CHECK_TOO_LARGE", `the image has ${fileClusters} clusters; check handles at most ${CHECK_MAX_CLUSTERS}`);
-  let refs = new Uint32Array(Math.max(fileClusters, 1));
+  const refs = new Uint32Array(fileClusters + 1);
   const err = (msg: string) => {
     res.messages.push(msg);
     res.corruptions++;
@@ -84,14 +84,10 @@ async function runCheck(img: Qcow2Image, options: CheckOptions, keep?: { refs?: 
     if (length <= 0) return true;
     const a = Math.floor(offset / cs);
     const b = Math.floor((offset + length - 1) / cs);
-    if (b >= CHECK_MAX_CLUSTERS) {
-      err(`ERROR ${what} at offset 0x${offset.toString(16)} is far past the end of the image file`);
-      return false;
-    }
     if (b >= refs.length) {
-      const next = new Uint32Array(Math.min(CHECK_MAX_CLUSTERS, Math.max(b + 1, refs.length * 2)));
-      next.set(refs);
-      refs = next;
+      // Only the file's clusters (and the partial sector run after its end) can be referenced.
+      err(`ERROR ${what} at offset 0x${offset.toString(16)} is past the end of the image file`);
+      return false;
     }
     for (let c = a; c <= b; c++) refs[c]++;
     return true;

@@ -209,6 +209,8 @@ export function parseHeader(buf: Uint8Array, fileSize: number): Qcow2Header {
   if (hasBit(h.incompatible, INCOMPAT.extendedL2) && clusterBits < 14) fail("extended L2 entries need clusters of at least 16 KiB", 20, "cluster_bits");
   if (version === 2 && h.refcountOrder !== 4) fail("version 2 images have 16-bit refcounts", 96, "refcount_order");
 
+  if (h.backingFileOffset > 0 && h.backingFileSize > MAX_BACKING_NAME) fail(`backing_file_size ${h.backingFileSize} is larger than ${MAX_BACKING_NAME}`, 16, "backing_file_size");
+
   // Header extensions: from the end of the fixed header up to the backing
   // file name (or the end of the first cluster).
   let pos = version === 3 ? h.headerLength : 72;

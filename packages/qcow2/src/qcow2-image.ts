@@ -207,6 +207,15 @@ export class Qcow2Image implements BlockDevice {
       if (off % cs !== 0) throw new Qcow2FormatError("QCOW2_UNALIGNED_REFBLOCK", `refcount block offset 0x${off.toString(16)} is not cluster aligned`, { offset: at, field: "refcount_table[" + i + "]" });
       this.reftable[i] = off;
     }
+    // Top-level structures must not overlap each other or the header.
+    const overlap = (a0: number, al: number, b0: number, bl: number) => al > 0 && bl > 0 && a0 < b0 + bl && b0 < a0 + al;
+    const hdr = [0, cs] as const;
+    const l1r = [h.l1TableOffset, h.l1Size * 8] as const;
+    const rtr = [h.refcountTableOffset, rtBytes] as const;
+    if (overlap(...l1r, ...hdr)) throw new Qcow2FormatError("QCOW2_METADATA_OVERLAP", "L1 table overlaps the header", { offset: 40, field: "l1_table_offset" });
+    if (overlap(...rtr, ...hdr)) throw new Qcow2FormatError("QCOW2_METADATA_OVERLAP", "refcount table overlaps the header", { offset: 48, field: "refcount_table_offset" });
+    if (overlap(...l1r, ...rtr)) throw new Qcow2FormatError("QCOW2_METADATA_OVERLAP", "L1 table overlaps the refcount table", { offset: 40, field: "l1_table_offset" });
+    if (h.nbSnapshots > 0 && overlap(h.snapshotsOffset, 40, 0, cs)) throw new Qcow2FormatError("QCOW2_METADATA_OVERLAP", "snapshot table overlaps the header", { offset: 64, field: "snapshots_offset" });
     this.metadataClusters.add(0);
     this.addMetadata(h.l1TableOffset, h.l1Size * 8);
     this.addMetadata(h.refcountTableOffset, rtBytes);
