@@ -1257,7 +1257,14 @@ export class Qcow2Image implements BlockDevice {
       const oldRef = t === ClusterType.Compressed ? compressedRef(tv.getUint32(p), tv.getUint32(p + 4), this.clusterBits) : undefined;
       // Pack compressed data densely: continue in the current cluster when it fits.
       let at: number;
-      if (this.compressedCursor && this.compressedCursor + packed.length <= this.compressedEnd) {
+      let pack = this.compressedCursor > 0 && this.compressedCursor + packed.length <= this.compressedEnd;
+      if (pack) {
+        // Sharing a host cluster needs room in its refcount.
+        const c0 = Math.floor(this.compressedCursor / cs);
+        const c1 = Math.floor((this.compressedCursor + packed.length - 1) / cs);
+        for (let c = c0; c <= c1 && pack; c++) pack = (await this.getRefcount(c)) < maxRefcount(this.header.refcountOrder);
+      }
+      if (pack) {
         at = this.compressedCursor;
         // Each host cluster a compressed cluster touches holds one
         // reference for it; these clusters already hold one for earlier data.

@@ -9,6 +9,7 @@ import { Qcow2FormatError, Qcow2UsageError } from "./errors.js";
 import { MAX_SNAPSHOTS } from "./header.js";
 import { compressedRef, entryOffset, l1Reserved, OFLAG_COMPRESSED, OFLAG_COPIED } from "./l2-entry.js";
 import type { Qcow2Image } from "./qcow2-image.js";
+import { maxRefcount } from "./refcounts.js";
 
 /** One internal snapshot, as listed by `qemu-img snapshot -l`. */
 export interface SnapshotInfo {
@@ -210,6 +211,12 @@ async function adjustTree(img: Qcow2Image, l1: Uint8Array, l1Offset: number, del
     }
   }
   const sorted = [...counts.keys()].sort((a, b) => a - b);
+  // Refuse before changing anything if a refcount would overflow.
+  const max = maxRefcount(img.header.refcountOrder);
+  for (const c of sorted) {
+    const next = (await img.getRefcount(c)) + counts.get(c)!;
+    if (next > max) throw new Qcow2UsageError("QCOW2_REFCOUNT_OVERFLOW", `cluster ${c} would need a refcount of ${next}; ${1 << img.header.refcountOrder}-bit refcounts hold at most ${max} (amend refcount_bits)`);
+  }
   for (const c of sorted) await img.updateRefcounts(c, 1, counts.get(c)!);
 }
 
@@ -243,6 +250,14 @@ async function syncCopied(img: Qcow2Image): Promise<void> {
     // table is not shared (a shared table has no COPIED entries to change).
     if (lo >= 0) await img.writeL2Range(l2, t, lo, hi);
   }
+}
+
+async function markBusy(img: Qcow2Image): Promise<void> {
+  if (img.header.version >= 3 && !img.lazyRefcounts) await img.setDirty(true);
+}
+
+async function markDone(img: Qcow2Image): Promise<void> {
+  if (img.header.version >= 3 && !img.lazyRefcounts) await img.setDirty(false);
 }
 
 function findSnapshot(list: SnapshotInfo[], idOrName: string): number {
@@ -342,12 +357,21 @@ export async function createSnapshot(img: Qcow2Image, o: CreateSnapshotOptions):
     if (list.some((s) => s.id === id)) throw new Qcow2UsageError("QCOW2_SNAPSHOT_EXISTS", `a snapshot with id '${id}' exists`);
     const cs = img.clusterSize;
     const h = img.header;
-    // 1. Clear COPIED flags (a harmless state: writes will copy), then
-    //    count the snapshot's references, then save its L1 copy.
+    // Refcounts and COPIED flags cannot change together: a crash in between
+    // leaves flags that disagree with refcounts. The dirty bit makes the
+    // next read-write open rebuild them (spec: incompatible bit 0).
+    // 1. Count the snapshot's references (refused before any change if a
+    //    refcount would overflow), fix the COPIED flags, save its L1 copy.
     const l1Copy = img.l1.slice();
     const cv = viewOf(l1Copy);
     for (let i = 0; i < h.l1Size; i++) cv.setUint32(i * 8, cv.getUint32(i * 8) & ~OFLAG_COPIED);
-    await adjustTree(img, img.l1, h.l1TableOffset, 1);
+    await markBusy(img);
+    try {
+      await adjustTree(img, img.l1, h.l1TableOffset, 1);
+    } catch (e) {
+      if (e instanceof Qcow2UsageError) await markDone(img);
+      throw e;
+    }
     await syncCopied(img);
     let l1Off = 0;
     if (h.l1Size > 0) {
@@ -380,6 +404,7 @@ export async function createSnapshot(img: Qcow2Image, o: CreateSnapshotOptions):
       const len = Math.ceil(info.vmStateSize / cs) * cs;
       await discardRange(img, base, len);
     }
+    await markDone(img);
     return info;
   } finally {
     release();
@@ -406,6 +431,7 @@ export async function applySnapshot(img: Qcow2Image, idOrName: string): Promise<
     const list = (await readSnapshotTable(img)).list;
     const s = list[findSnapshot(list, idOrName)];
     const h = img.header;
+    await markBusy(img);
     const l1 = new Uint8Array(s.l1Size * 8);
     await img.store.read(s.l1TableOffset, l1);
     if (s.l1Size > h.l1Size) await img.growL1(s.l1Size);
@@ -422,6 +448,7 @@ export async function applySnapshot(img: Qcow2Image, idOrName: string): Promise<
     img.dropCaches();
     await adjustTree(img, old, h.l1TableOffset, -1);
     await syncCopied(img);
+    await markDone(img);
   } finally {
     release();
   }
@@ -435,6 +462,7 @@ export async function deleteSnapshot(img: Qcow2Image, idOrName: string): Promise
     const list = (await readSnapshotTable(img)).list;
     const i = findSnapshot(list, idOrName);
     const s = list[i];
+    await markBusy(img);
     await writeTable(img, list.filter((_, k) => k !== i));
     const l1 = new Uint8Array(s.l1Size * 8);
     await img.store.read(s.l1TableOffset, l1);
@@ -445,6 +473,7 @@ export async function deleteSnapshot(img: Qcow2Image, idOrName: string): Promise
       await img.freeHostRange(s.l1TableOffset, s.l1Size * 8);
     }
     await syncCopied(img);
+    await markDone(img);
   } finally {
     release();
   }
