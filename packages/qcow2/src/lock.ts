@@ -17,6 +17,15 @@ export class RwLock {
     return new Promise((resolve) => this.queue.push({ exclusive: false, wake: () => resolve(() => this.releaseShared()) }));
   }
 
+  /** Takes shared access at once if nothing waits or writes; returns the release function, or null. */
+  tryShared(): (() => void) | null {
+    if (this.writer || this.queue.length > 0) return null;
+    this.readers++;
+    return this.releaseSharedFn;
+  }
+
+  private readonly releaseSharedFn = () => this.releaseShared();
+
   /** Waits for exclusive access; returns the release function. */
   exclusive(): Promise<() => void> {
     if (!this.writer && this.readers === 0 && this.queue.length === 0) {

@@ -26,6 +26,8 @@ export interface OpenImageOptions {
   l2CacheBytes?: number;
   /** See {@link Qcow2OpenOptions.barriers}. */
   barriers?: boolean;
+  /** Use synchronous positional I/O for the files (see {@link FileStore.open}). */
+  syncIo?: boolean;
 }
 
 /** Joins a name stored in an image with the directory of that image (QEMU resolves relative backing names so). */
@@ -68,7 +70,7 @@ async function openChain(path: string, o: OpenImageOptions, readOnly: boolean, d
   if (seen.has(real)) throw new Qcow2FormatError("QCOW2_BACKING_LOOP", `backing chain loops back to '${path}'`, { offset: 8, field: "backing_file_offset" });
   seen.add(real);
   const fmt = format ?? (await detectFormat(path, o.fs));
-  const store = await FileStore.open(path, { readOnly, fs: o.fs });
+  const store = await FileStore.open(path, { readOnly, fs: o.fs, syncIo: o.syncIo });
   try {
     if (fmt === "raw") return new RawImage(store);
     if (fmt !== "qcow2") throw new Qcow2UsageError("QCOW2_FORMAT", `unknown image format '${fmt}'`);

@@ -1,5 +1,6 @@
 // A writer to be killed: runs a seeded workload on an image forever.
 // Usage: node crash-writer.mjs IMAGE SEED
+import process from "node:process";
 import { openImage, createSnapshot } from "../dist/index.js";
 
 const [path, seedText] = process.argv.slice(2);
