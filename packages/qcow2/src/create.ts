@@ -8,6 +8,14 @@ import { Qcow2Image } from "./qcow2-image.js";
 import { setRefcountEntry } from "./refcounts.js";
 import type { ByteStore } from "./store.js";
 
+/** Bytes to place in the image at creation (see {@link Qcow2CreateOptions.prepare}). */
+export interface HeaderAreaWrite {
+  /** File offset. */
+  offset: number;
+  /** Bytes to write there. */
+  data: Uint8Array;
+}
+
 /** Options of {@link createQcow2}, named after qemu-img's `-o` options. */
 export interface Qcow2CreateOptions {
   /** Virtual disk size in bytes. */
@@ -41,7 +49,7 @@ export interface Qcow2CreateOptions {
    * refcount block before anything is written; returns data to write there
    * (LUKS uses this, see luksCreateHook).
    */
-  prepare?: (h: Qcow2Header, reserve: (bytes: number) => number) => { offset: number; data: Uint8Array }[];
+  prepare?: (h: Qcow2Header, reserve: (bytes: number) => number) => HeaderAreaWrite[];
 }
 
 /**

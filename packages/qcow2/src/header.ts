@@ -96,7 +96,12 @@ export interface Qcow2Header {
   /** External data file name (extension 0x44415441), if any. */
   dataFile?: string;
   /** Offset and length of the LUKS header (extension 0x0537be77), if any. */
-  cryptoHeader?: { offset: number; length: number };
+  cryptoHeader?: {
+    /** File offset of the LUKS header. */
+    offset: number;
+    /** Bytes of the LUKS area. */
+    length: number;
+  };
   /** Feature names declared by the image. */
   featureNames: FeatureName[];
   /** Extensions this library does not interpret, kept to be written back. */

@@ -7,10 +7,10 @@
  */
 export type { BlockDevice } from "./block-device.js";
 export { Qcow2Error, Qcow2FormatError, Qcow2UnsupportedError, Qcow2UsageError } from "./errors.js";
-export { FileStore, MemoryStore, SourceStore, type ByteStore, type FileHandleLike, type FsLike, type PositionalSource } from "./store.js";
+export { FileStore, MemoryStore, SourceStore, type ByteStore, type FileHandleLike, type FsLike, type PositionalSource, type ReadResult, type WriteResult, type StatResult } from "./store.js";
 export { RawImage } from "./raw-image.js";
 export { Qcow2Image, ClusterType, type Qcow2OpenOptions, type MapExtent, type ClusterCipher } from "./qcow2-image.js";
-export { createQcow2, type Qcow2CreateOptions } from "./create.js";
+export { createQcow2, type Qcow2CreateOptions, type HeaderAreaWrite } from "./create.js";
 export { parseHeader, serializeHeader, type Qcow2Header, type FeatureName, type RawExtension } from "./header.js";
 export { openImage, detectFormat, resolveRelative, type OpenImageOptions } from "./open.js";
 export { checkImage, checkExitCode, CHECK_MAX_CLUSTERS, type CheckResult, type CheckOptions } from "./check.js";

@@ -5,6 +5,7 @@
 // offset in the file (QEMU uses the host offset for LUKS in qcow2).
 import { createCipheriv, createDecipheriv, createHash, pbkdf2Sync, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
 import { Qcow2FormatError, Qcow2UnsupportedError, Qcow2UsageError } from "./errors.js";
+import type { HeaderAreaWrite } from "./create.js";
 import type { Qcow2Header } from "./header.js";
 import type { ClusterCipher } from "./qcow2-image.js";
 import type { ByteStore } from "./store.js";
@@ -171,7 +172,7 @@ export interface LuksCreateOptions {
  * one active key slot) in clusters reserved right after the first
  * refcount block, and returns what to write there.
  */
-export function luksCreateHook(passphrase: string | Uint8Array, o: LuksCreateOptions = {}): (h: Qcow2Header, reserve: (bytes: number) => number) => { offset: number; data: Uint8Array }[] {
+export function luksCreateHook(passphrase: string | Uint8Array, o: LuksCreateOptions = {}): (h: Qcow2Header, reserve: (bytes: number) => number) => HeaderAreaWrite[] {
   return (h, reserve) => {
     const hash = o.hash ?? "sha256";
     const iterations = o.iterations ?? 200_000;

@@ -27,14 +27,32 @@ export interface ByteStore {
   close(): Promise<void>;
 }
 
+/** Result of {@link FileHandleLike.read}. */
+export interface ReadResult {
+  /** Bytes read. */
+  bytesRead: number;
+}
+
+/** Result of {@link FileHandleLike.write}. */
+export interface WriteResult {
+  /** Bytes written. */
+  bytesWritten: number;
+}
+
+/** Result of {@link FileHandleLike.stat}. */
+export interface StatResult {
+  /** File length. */
+  size: number | bigint;
+}
+
 /** The subset of a Node `fs/promises` FileHandle a {@link FileStore} uses (memfs provides it too). */
 export interface FileHandleLike {
   /** Positional read. */
-  read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
+  read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<ReadResult>;
   /** Positional write. */
-  write(buffer: Uint8Array, offset: number, length: number, position: number): Promise<{ bytesWritten: number }>;
+  write(buffer: Uint8Array, offset: number, length: number, position: number): Promise<WriteResult>;
   /** File status (only `size` is used). */
-  stat(): Promise<{ size: number | bigint }>;
+  stat(): Promise<StatResult>;
   /** Cut or extend. */
   truncate(len: number): Promise<void>;
   /** fdatasync(2). */
@@ -46,7 +64,10 @@ export interface FileHandleLike {
 /** The subset of `fs` a {@link FileStore} opens files with: Node's `fs` or a memfs volume. */
 export interface FsLike {
   /** `fs.promises`. */
-  promises: { open(path: string, flags: string, mode?: number): Promise<unknown> };
+  promises: {
+    /** Opens a file, resolving to a {@link FileHandleLike}. */
+    open(path: string, flags: string, mode?: number): Promise<unknown>;
+  };
 }
 
 /** The synchronous positional calls {@link FileStore} uses with `syncIo`. */
@@ -234,7 +255,10 @@ export interface PositionalSource {
   /** Length in bytes. */
   readonly size: number;
   /** A slice whose bytes can be fetched (Blob semantics). */
-  slice(start: number, end: number): { arrayBuffer(): Promise<ArrayBuffer> };
+  slice(start: number, end: number): {
+    /** The slice's bytes. */
+    arrayBuffer(): Promise<ArrayBuffer>;
+  };
 }
 
 /** A read-only store over a {@link PositionalSource} such as a browser `File`. */
