@@ -94,6 +94,7 @@ async function runCheck(img: Qcow2Image, options: CheckOptions, keep?: { refs?: 
   };
   const release = await img.lock.exclusive();
   try {
+    if (!img.readOnly) await img.flushMetadata();
     inc(0, cs, "header");
     if (h.cryptoHeader) inc(h.cryptoHeader.offset, h.cryptoHeader.length, "LUKS header");
     // Refcount structures.

@@ -26,6 +26,7 @@ export async function resizeQcow2(img: Qcow2Image, size: number, options: { shri
     if (cut > size) await img.writeZeroes(size, Math.min(cut, old) - size);
     const release = await img.lock.exclusive();
     try {
+      await img.flushMetadata();
       await img.setVirtualSize(size);
       // L2 tables wholly past the end are freed.
       const firstFree = Math.ceil(size / img.l2Coverage);
@@ -59,6 +60,7 @@ export async function emptyImage(img: Qcow2Image): Promise<void> {
   const cs = img.clusterSize;
   const release = await img.lock.exclusive();
   try {
+    await img.flushMetadata();
     for (let i = 0; i < img.header.l1Size; i++) {
       const l2 = img.l1Offset(i);
       if (!l2) continue;

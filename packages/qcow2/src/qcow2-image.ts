@@ -136,6 +136,12 @@ export class Qcow2Image implements BlockDevice {
   private compressedEnd = 0;
   private lastDecompressed = { key: -1, data: new Uint8Array(0) };
   private metadataClusters = new Set<number>();
+  // Write-back metadata (as QEMU's caches): L2 tables and L1 entries changed
+  // in memory, and references dropped whose refcounts are lowered only once
+  // the new tables are on disk. flushMetadata() writes them in order.
+  private readonly dirtyL2 = new Set<number>();
+  private readonly dirtyL1 = new Set<number>();
+  private pendingFrees: [number, number][] = [];
   private closed = false;
   private dirtyMarked = false;
 
@@ -406,10 +412,55 @@ export class Qcow2Image implements BlockDevice {
 
   private cacheL2(offset: number, t: Uint8Array): void {
     this.l2Cache.set(offset, t);
-    while (this.l2Cache.size > this.l2CacheMax) {
-      const oldest = this.l2Cache.keys().next().value as number;
-      this.l2Cache.delete(oldest);
+    if (this.l2Cache.size <= this.l2CacheMax) return;
+    // Evict clean tables, oldest first; dirty ones stay until written.
+    for (const k of this.l2Cache.keys()) {
+      if (this.l2Cache.size <= this.l2CacheMax) break;
+      if (!this.dirtyL2.has(k) && k !== offset) this.l2Cache.delete(k);
     }
+  }
+
+  /**
+   * @internal Writes deferred metadata in crash-safe order: a barrier (the
+   * refcounts of newly used clusters and the data become durable), the
+   * changed L2 tables, a barrier, the changed L1 entries, a barrier, then the
+   * refcount decrements of dropped references. A crash anywhere leaks at most.
+   */
+  async flushMetadata(): Promise<void> {
+    if (this.dirtyL2.size === 0 && this.dirtyL1.size === 0 && this.pendingFrees.length === 0) return;
+    await this.barrier();
+    if (this.dirtyL2.size) {
+      const writes: Promise<void>[] = [];
+      for (const off of this.dirtyL2) {
+        const t = this.l2Cache.get(off);
+        if (t) writes.push(this.store.write(off, t));
+      }
+      this.dirtyL2.clear();
+      await Promise.all(writes);
+    }
+    if (this.dirtyL1.size) {
+      await this.barrier();
+      const idx = [...this.dirtyL1].sort((a, b) => a - b);
+      this.dirtyL1.clear();
+      // Contiguous runs of entries in one write each.
+      for (let k = 0; k < idx.length; ) {
+        let e = k;
+        while (e + 1 < idx.length && idx[e + 1] === idx[e] + 1) e++;
+        await this.store.write(this.header.l1TableOffset + idx[k] * 8, this.l1.subarray(idx[k] * 8, (idx[e] + 1) * 8));
+        k = e + 1;
+      }
+    }
+    if (this.pendingFrees.length) {
+      await this.barrier();
+      const frees = this.pendingFrees;
+      this.pendingFrees = [];
+      for (const [o, l] of frees) await this.freeHostRange(o, l);
+    }
+  }
+
+  /** Writes deferred metadata when the L2 cache is over its size. */
+  private async trimCache(): Promise<void> {
+    if (this.l2Cache.size > this.l2CacheMax && this.dirtyL2.size > 0) await this.flushMetadata();
   }
 
   /** @internal Drops cached tables (after a snapshot is applied, for example). */
@@ -899,7 +950,7 @@ export class Qcow2Image implements BlockDevice {
         }
       }
       if (runStart === this.freeHint) this.freeHint = runEnd;
-      await this.barrier();
+      // No barrier here: whatever refers to these clusters is written after one.
       return runStart;
     }
     throw new Qcow2UsageError("QCOW2_NO_SPACE", "could not allocate clusters after growing the refcount table");
@@ -984,13 +1035,12 @@ export class Qcow2Image implements BlockDevice {
       table = new Uint8Array(this.clusterSize);
     }
     this.addMetadata(off, this.clusterSize);
-    await this.store.write(off, table);
+    this.dirtyL2.add(off);
     this.cacheL2(off, table);
-    await this.setL1(l1i, off, true);
+    putEntry(this.l1View, l1i * 8, off, OFLAG_COPIED, 0);
+    this.dirtyL1.add(l1i);
     if (cur) {
-      await this.barrier();
-      await this.freeHostRange(cur, this.clusterSize);
-      if ((await this.getRefcount(cur / this.clusterSize)) === 0) this.dropMetadata(cur, this.clusterSize);
+      this.pendingFrees.push([cur, this.clusterSize]);
       this.l2Cache.delete(cur);
     }
     return { offset: off, table };
@@ -1018,6 +1068,7 @@ export class Qcow2Image implements BlockDevice {
     const release = await this.lock.exclusive();
     try {
       await this.writeUnlocked(offset, src);
+      await this.trimCache();
     } finally {
       release();
     }
@@ -1148,11 +1199,8 @@ export class Qcow2Image implements BlockDevice {
     }
     if (dataWrites.length === 1) await dataWrites[0];
     else if (dataWrites.length > 1) await Promise.all(dataWrites);
-    if (changedLo >= 0) await this.writeL2Range(l2Off, table, changedLo, changedHi);
-    if (toFree.length) {
-      await this.barrier();
-      for (const [o, l] of toFree) await this.freeHostRange(o, l);
-    }
+    if (changedLo >= 0) this.dirtyL2.add(l2Off);
+    for (const f of toFree) this.pendingFrees.push(f);
   }
 
   /** True when guest cluster `idx` needs a new host cluster to be written. */
@@ -1329,7 +1377,6 @@ export class Qcow2Image implements BlockDevice {
         const firstC = Math.floor(at / cs);
         const lastC = Math.floor((at + packed.length - 1) / cs);
         await this.updateRefcounts(firstC, lastC - firstC + 1, 1);
-        await this.barrier();
       } else {
         const n = Math.ceil(packed.length / cs);
         const c = await this.allocClusters(n);
@@ -1346,14 +1393,10 @@ export class Qcow2Image implements BlockDevice {
         tv.setUint32(p + 8, 0);
         tv.setUint32(p + 12, 0);
       }
-      await this.writeL2Range(l2Off, table, idx, idx);
-      if (oldRef) {
-        await this.barrier();
-        await this.freeHostRange(oldRef.offset, oldRef.length);
-      } else if (oldHost && (t === ClusterType.Normal || t === ClusterType.ZeroAlloc || t === ClusterType.UnallocatedAlloc)) {
-        await this.barrier();
-        await this.freeHostRange(oldHost, cs);
-      }
+      this.dirtyL2.add(l2Off);
+      if (oldRef) this.pendingFrees.push([oldRef.offset, oldRef.length]);
+      else if (oldHost && (t === ClusterType.Normal || t === ClusterType.ZeroAlloc || t === ClusterType.UnallocatedAlloc)) this.pendingFrees.push([oldHost, cs]);
+      await this.trimCache();
     } finally {
       release();
     }
@@ -1366,6 +1409,7 @@ export class Qcow2Image implements BlockDevice {
     const release = await this.lock.exclusive();
     try {
       await this.zeroOrDiscard(offset, length, true, true);
+      await this.trimCache();
     } finally {
       release();
     }
@@ -1378,6 +1422,7 @@ export class Qcow2Image implements BlockDevice {
     const release = await this.lock.exclusive();
     try {
       await this.zeroOrDiscard(offset, length, !!options.unmap, false);
+      await this.trimCache();
     } finally {
       release();
     }
@@ -1488,11 +1533,8 @@ export class Qcow2Image implements BlockDevice {
         hi = idx;
         g = scEnd;
       }
-      if (lo >= 0) await this.writeL2Range(l2Off, table, lo, hi);
-      if (toFree.length) {
-        await this.barrier();
-        for (const [o, l] of toFree) await this.freeHostRange(o, l);
-      }
+      if (lo >= 0) this.dirtyL2.add(l2Off);
+      for (const f of toFree) this.pendingFrees.push(f);
     }
   }
 
@@ -1502,6 +1544,7 @@ export class Qcow2Image implements BlockDevice {
     if (this.readOnly) return;
     const release = await this.lock.exclusive();
     try {
+      await this.flushMetadata();
       await this.store.flush();
       if (this.dataStore !== this.store) await this.dataStore.flush();
     } finally {
@@ -1516,6 +1559,7 @@ export class Qcow2Image implements BlockDevice {
       if (!this.readOnly) {
         const release = await this.lock.exclusive();
         try {
+          await this.flushMetadata();
           await this.releaseReserve();
           await this.store.flush();
           if (this.dataStore !== this.store) await this.dataStore.flush();
@@ -1544,6 +1588,7 @@ export class Qcow2Image implements BlockDevice {
   async growL1(entries: number): Promise<void> {
     const h = this.header;
     if (entries <= h.l1Size) return;
+    await this.flushMetadata();
     if (entries * 8 > MAX_L1_BYTES) throw new Qcow2UsageError("QCOW2_TOO_LARGE", `the L1 table would need ${entries} entries, more than ${MAX_L1_BYTES / 8}`);
     const cs = this.clusterSize;
     const clusters = Math.ceil((entries * 8) / cs);

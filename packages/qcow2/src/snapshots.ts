@@ -351,6 +351,7 @@ export async function createSnapshot(img: Qcow2Image, o: CreateSnapshotOptions):
   if (img.hasDataFile) throw new Qcow2UsageError("QCOW2_SNAPSHOT_DATA_FILE", "internal snapshots are not possible with an external data file");
   const release = await img.lock.exclusive();
   try {
+    await img.flushMetadata();
     const list = (await readSnapshotTable(img)).list;
     if (list.length >= MAX_SNAPSHOTS) throw new Qcow2UsageError("QCOW2_TOO_MANY_SNAPSHOTS", "too many snapshots");
     const id = o.id ?? String(list.reduce((m, s) => Math.max(m, Number(s.id) || 0), 0) + 1);
@@ -428,6 +429,7 @@ export async function applySnapshot(img: Qcow2Image, idOrName: string): Promise<
   if (img.readOnly) throw new Qcow2UsageError("QCOW2_READ_ONLY", "image is read-only");
   const release = await img.lock.exclusive();
   try {
+    await img.flushMetadata();
     const list = (await readSnapshotTable(img)).list;
     const s = list[findSnapshot(list, idOrName)];
     const h = img.header;
@@ -459,6 +461,7 @@ export async function deleteSnapshot(img: Qcow2Image, idOrName: string): Promise
   if (img.readOnly) throw new Qcow2UsageError("QCOW2_READ_ONLY", "image is read-only");
   const release = await img.lock.exclusive();
   try {
+    await img.flushMetadata();
     const list = (await readSnapshotTable(img)).list;
     const i = findSnapshot(list, idOrName);
     const s = list[i];

@@ -161,6 +161,7 @@ describeWithTools(["qemu-img"], "snapshots with VM state, lazy refcounts", () =>
     await store.close();
     const img = await openImage(f);
     await img.write(0, pattern(1 << 20, 9));
+    await img.flush();
     // No close: the process "dies" here (the handle is dropped).
     await (img as Qcow2Image).store.close();
     expect(qemuImg("info", "--output=json", f)).toContain('"dirty-flag": true');
