@@ -1378,10 +1378,27 @@ export class Qcow2Image implements BlockDevice {
         const lastC = Math.floor((at + packed.length - 1) / cs);
         await this.updateRefcounts(firstC, lastC - firstC + 1, 1);
       } else {
-        const n = Math.ceil(packed.length / cs);
-        const c = await this.allocClusters(n);
-        at = c * cs;
-        this.compressedEnd = at + n * cs;
+        at = -1;
+        const cur = this.compressedCursor;
+        if (cur > 0 && (await this.getRefcount(Math.floor(cur / cs))) < maxRefcount(this.header.refcountOrder)) {
+          // Continue across the boundary when the next clusters follow on
+          // the host, as QEMU packs compressed data.
+          const n = Math.ceil((cur + packed.length - this.compressedEnd) / cs);
+          const c = await this.allocClusters(n);
+          if (c * cs === this.compressedEnd) {
+            at = cur;
+            await this.updateRefcounts(Math.floor(cur / cs), 1, 1);
+            this.compressedEnd += n * cs;
+          } else {
+            await this.updateRefcounts(c, n, -1);
+          }
+        }
+        if (at < 0) {
+          const n = Math.ceil(packed.length / cs);
+          const c = await this.allocClusters(n);
+          at = c * cs;
+          this.compressedEnd = at + n * cs;
+        }
       }
       this.compressedCursor = at + packed.length;
       if (this.compressedCursor >= this.compressedEnd) this.compressedCursor = 0;
