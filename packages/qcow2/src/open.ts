@@ -22,6 +22,11 @@ export interface OpenImageOptions {
   noBacking?: boolean;
   /** Passphrase for LUKS-encrypted images. */
   passphrase?: string | Uint8Array;
+  /**
+   * Open an encrypted image without its passphrase, for metadata work only
+   * (info, map, snapshot lists): any data access then fails.
+   */
+  metadataOnly?: boolean;
   /** Bytes of L2 cache per qcow2 image. */
   l2CacheBytes?: number;
   /** See {@link Qcow2OpenOptions.barriers}. */
@@ -29,6 +34,11 @@ export interface OpenImageOptions {
   /** Use synchronous positional I/O for the files (see {@link FileStore.open}). */
   syncIo?: boolean;
 }
+
+const locked = (): never => {
+  throw new Qcow2UsageError("QCOW2_ENCRYPTED", "the image is encrypted and was opened without its passphrase");
+};
+const LOCKED: ClusterCipher = { decrypt: locked, encrypt: locked };
 
 /** Joins a name stored in an image with the directory of that image (QEMU resolves relative backing names so). */
 export function resolveRelative(imagePath: string, name: string): string {
@@ -92,7 +102,9 @@ async function openChain(path: string, o: OpenImageOptions, readOnly: boolean, d
         // working directory, so that is tried next.
         dataStore = await FileStore.open(resolveRelative(path, h.dataFile), { readOnly, fs: o.fs }).catch(() => FileStore.open(h.dataFile!, { readOnly, fs: o.fs }));
       }
-      if (h.cryptMethod === 2) {
+      if (h.cryptMethod === 2 && o.passphrase === undefined && o.metadataOnly) {
+        cipher = LOCKED;
+      } else if (h.cryptMethod === 2) {
         if (o.passphrase === undefined) throw new Qcow2UsageError("QCOW2_ENCRYPTED", `'${path}' is LUKS-encrypted; a passphrase is needed`);
         cipher = await openLuks(store, h.cryptoHeader!.offset, h.cryptoHeader!.length, o.passphrase);
       }

@@ -40,6 +40,12 @@ const combos: Combo[] = [
   { name: "preallocation=falloc", opts: "preallocation=falloc", ours: { preallocation: "falloc" }, size: 4 * MB },
   { name: "preallocation=full", opts: "preallocation=full", ours: { preallocation: "full" }, size: 4 * MB },
   { name: "unaligned size", opts: "cluster_size=4096", ours: { clusterSize: 4096 }, size: 3 * MB + 512 * 3 },
+  { name: "v2 512-byte clusters", opts: "compat=0.10,cluster_size=512", ours: { compat: "0.10", clusterSize: 512 }, size: 1 * MB },
+  { name: "extended L2 zstd", opts: "extended_l2=on,compression_type=zstd,cluster_size=16k", ours: { extendedL2: true, compressionType: "zstd", clusterSize: 16384 }, size: 4 * MB },
+  { name: "extended L2 lazy 2M", opts: "extended_l2=on,lazy_refcounts=on,cluster_size=2M", ours: { extendedL2: true, lazyRefcounts: true, clusterSize: 2 * MB }, size: 12 * MB },
+  { name: "extended L2 preallocation=metadata", opts: "extended_l2=on,preallocation=metadata", ours: { extendedL2: true, preallocation: "metadata" }, size: 4 * MB },
+  { name: "extended L2 unaligned size", opts: "extended_l2=on,cluster_size=64k", ours: { extendedL2: true }, size: 5 * MB + 512 * 7 },
+  { name: "1-bit refcounts 64k", opts: "refcount_bits=1", ours: { refcountBits: 1 }, size: 8 * MB },
 ];
 
 function clusterOf(c: Combo): number {

@@ -51,10 +51,10 @@ export function sizeArg(text: string, what = "size"): number {
 }
 
 /** Opens an image, turning library errors into command errors. */
-export async function open(path: string, o: { readOnly?: boolean; format?: string; noBacking?: boolean; barriers?: boolean } = {}): Promise<BlockDevice> {
+export async function open(path: string, o: { readOnly?: boolean; format?: string; noBacking?: boolean; barriers?: boolean; metadataOnly?: boolean } = {}): Promise<BlockDevice> {
   if (o.format !== undefined && o.format !== "qcow2" && o.format !== "raw") throw new CommandError(`unknown format '${o.format}' (qcow2 or raw)`, 2);
   try {
-    return await openImage(path, { readOnly: o.readOnly, format: o.format as "qcow2" | "raw" | undefined, noBacking: o.noBacking, barriers: o.barriers, passphrase: process.env.TYPEVISOR_IMG_PASSPHRASE });
+    return await openImage(path, { readOnly: o.readOnly, format: o.format as "qcow2" | "raw" | undefined, noBacking: o.noBacking, barriers: o.barriers, passphrase: process.env.TYPEVISOR_IMG_PASSPHRASE, metadataOnly: o.metadataOnly });
   } catch (e) {
     throw asCommandError(e, path);
   }

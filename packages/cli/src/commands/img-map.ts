@@ -17,7 +17,7 @@ export async function run(argv: string[], io: CommandIo): Promise<number> {
   const output = values.output ?? "human";
   if (output !== "human" && output !== "json") throw new CommandError("--output must be human or json", 2);
   const path = positionals[0];
-  const dev = await open(path, { readOnly: true, format: values.format });
+  const dev = await open(path, { readOnly: true, format: values.format, metadataOnly: true });
   try {
     const extents = dev instanceof Qcow2Image ? await dev.map() : [{ start: 0, length: dev.size, data: true, zero: false, present: true, compressed: false, offset: 0, depth: 0 }];
     if (output === "json") {

@@ -21,7 +21,7 @@ export async function run(argv: string[], io: CommandIo): Promise<number> {
   if (actions.length > 1) throw new CommandError("give only one of -l, -c, -a, -d", 2);
   const path = positionals[0];
   const list = actions.length === 0 || values.list;
-  const dev = await open(path, { readOnly: !!list });
+  const dev = await open(path, { readOnly: !!list, metadataOnly: true });
   try {
     const img = needQcow2(dev, path, "snapshot");
     if (list) {

@@ -140,6 +140,28 @@ describeWithTools(["qemu-img"], "typevisor img against qemu-img", () => {
     expect(readFileSync(back).equals(readFileSync(raw))).toBe(true);
   });
 
+  it("LUKS: create and convert with the passphrase from the environment; qemu-img decrypts the result", async () => {
+    const raw = p("lk.raw");
+    randomFile(raw, 1 << 20, 11);
+    const f = p("lk.qcow2");
+    process.env.TYPEVISOR_IMG_PASSPHRASE = "s3cret";
+    try {
+      expect((await tv("create", "-q", "-f", "qcow2", "-o", "encrypt.format=luks", p("lk-empty.qcow2"), "1M")).status).toBe(0);
+      const r = await tv("convert", "-O", "qcow2", "-o", "encrypt.format=luks", raw, f);
+      expect(r.status, r.err).toBe(0);
+      const info = JSON.parse((await tv("info", "--output=json", f)).out);
+      expect(info.encrypted).toBe(true);
+      expect(info["format-specific"].data.encrypt.format).toBe("luks");
+    } finally {
+      delete process.env.TYPEVISOR_IMG_PASSPHRASE;
+    }
+    // Metadata needs no passphrase; data does.
+    expect((await tv("info", f)).out).toContain("encrypted: yes");
+    expect((await tv("convert", "-O", "raw", f, p("lk.fail"))).status).toBe(1);
+    execFileSync("qemu-img", ["convert", "--object", "secret,id=s0,data=s3cret", "--image-opts", `driver=qcow2,file.filename=${f},encrypt.key-secret=s0`, "-O", "raw", p("lk.out")]);
+    expect(readFileSync(p("lk.out")).equals(readFileSync(raw))).toBe(true);
+  });
+
   it("compare: 0 identical, 1 different (with the first offset)", async () => {
     const a = p("cmp-a.raw");
     const data = randomFile(a, 1 << 20, 7);
