@@ -1494,7 +1494,6 @@ export class Qcow2Image implements BlockDevice {
       const base = l1i * this.l2Coverage;
       const toFree: [number, number][] = [];
       let lo = -1;
-      let hi = -1;
       while (g < l2End) {
         const idx = Math.floor((g - base) / cs);
         const cStart = base + idx * cs;
@@ -1519,7 +1518,6 @@ export class Qcow2Image implements BlockDevice {
           tv.setUint32(p + 8, zero >>> 0);
           tv.setUint32(p + 12, alloc >>> 0);
           if (lo < 0) lo = idx;
-          hi = idx;
           g = scEnd;
           continue;
         }
@@ -1547,7 +1545,6 @@ export class Qcow2Image implements BlockDevice {
           putEntry(tv, p, 0, 0, plainZero ? OFLAG_ZERO : 0);
         }
         if (lo < 0) lo = idx;
-        hi = idx;
         g = scEnd;
       }
       if (lo >= 0) this.dirtyL2.add(l2Off);
