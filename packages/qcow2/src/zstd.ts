@@ -188,22 +188,18 @@ class BackReader {
   }
 
   private bitsAt(p: number, n: number): number {
+    if (p >= 0) {
+      // Load up to four bytes little-endian and shift: n <= 25 always fits.
+      const src = this.src;
+      const i = this.start + (p >>> 3);
+      const v = src[i] | (src[i + 1] << 8) | (src[i + 2] << 16) | (src[i + 3] << 24);
+      return ((v >>> (p & 7)) & (n >= 32 ? 0xffffffff : (1 << n) - 1)) >>> 0;
+    }
+    // Past the start of the stream: missing low bits read as zero.
     let v = 0;
-    // Read byte-wise from the most significant end.
-    for (let i = n - 1; i >= 0; ) {
+    for (let i = n - 1; i >= 0; i--) {
       const bp = p + i;
-      if (bp < 0) {
-        v <<= 1;
-        i--;
-        continue;
-      }
-      const byteIdx = bp >>> 3;
-      const bitInByte = bp & 7;
-      const take = Math.min(i + 1, bitInByte + 1);
-      const byte = this.src[this.start + byteIdx];
-      const bits = (byte >>> (bitInByte - take + 1)) & ((1 << take) - 1);
-      v = (v * (1 << take)) + bits;
-      i -= take;
+      v = v * 2 + (bp >= 0 ? (this.src[this.start + (bp >>> 3)] >>> (bp & 7)) & 1 : 0);
     }
     return v >>> 0;
   }
@@ -551,7 +547,10 @@ function decodeBlock(src: Uint8Array, pos: number, end: number, out: Uint8Array,
       lit += llv;
       if (offset <= 0 || offset > op) throw new ZstdError(`match offset ${offset} reaches before the start of the output`);
       let from = op - offset;
-      for (let k = 0; k < mlv; k++) out[op++] = out[from++];
+      if (offset >= mlv) {
+        out.copyWithin(op, from, from + mlv);
+        op += mlv;
+      } else for (let k = 0; k < mlv; k++) out[op++] = out[from++];
     }
     if (!br.done) throw new ZstdError("sequence bitstream not fully consumed");
   }
@@ -610,33 +609,56 @@ const LL_C = buildFseC(LL_DEFAULT, 6);
 const ML_C = buildFseC(ML_DEFAULT, 6);
 const OF_C = buildFseC(OF_DEFAULT, 5);
 
+/** Byte output with a fixed capacity (the caller knows the bound). */
+class ByteOut {
+  buf: Uint8Array;
+  n = 0;
+  constructor(capacity: number) {
+    this.buf = new Uint8Array(capacity);
+  }
+  push(b: number): void {
+    if (this.n === this.buf.length) this.grow(1);
+    this.buf[this.n++] = b;
+  }
+  bytes(src: Uint8Array, from: number, to: number): void {
+    if (this.n + (to - from) > this.buf.length) this.grow(to - from);
+    this.buf.set(src.subarray(from, to), this.n);
+    this.n += to - from;
+  }
+  private grow(extra: number): void {
+    const next = new Uint8Array(Math.max(this.buf.length * 2, this.n + extra + 64));
+    next.set(this.buf.subarray(0, this.n));
+    this.buf = next;
+  }
+}
+
 /** Forward bit writer (little-endian, as zstd's BIT_CStream). */
 class BitWriter {
-  bytes: number[] = [];
   private acc = 0;
-  private n = 0;
+  private nbits = 0;
+  constructor(private readonly out: ByteOut) {}
 
+  /** Adds the low `bits` bits of `value` (bits <= 24 per call chunk). */
   add(value: number, bits: number): void {
-    for (let i = 0; i < bits; ) {
-      const take = Math.min(bits - i, 16);
-      const chunk = Math.floor(value / 2 ** i) & ((1 << take) - 1);
-      this.acc |= chunk << this.n;
-      this.n += take;
-      while (this.n >= 8) {
-        this.bytes.push(this.acc & 0xff);
+    while (bits > 0) {
+      const take = bits > 16 ? 16 : bits;
+      this.acc |= (value & ((1 << take) - 1)) << this.nbits;
+      this.nbits += take;
+      value = Math.floor(value / (1 << take));
+      bits -= take;
+      while (this.nbits >= 8) {
+        this.out.push(this.acc & 0xff);
         this.acc >>>= 8;
-        this.n -= 8;
+        this.nbits -= 8;
       }
-      i += take;
     }
   }
 
-  close(): number[] {
+  close(): void {
     this.add(1, 1);
-    if (this.n > 0) this.bytes.push(this.acc & 0xff);
+    if (this.nbits > 0) this.out.push(this.acc & 0xff);
     this.acc = 0;
-    this.n = 0;
-    return this.bytes;
+    this.nbits = 0;
   }
 }
 
@@ -682,10 +704,21 @@ interface Seq {
   off: number;
 }
 
-function encodeBlock(data: Uint8Array, start: number, end: number, hash: Int32Array): number[] | null {
+// Sequence buffers reused across blocks (a block holds at most 128 KiB / 4 sequences).
+const SEQ_MAX = BLOCK_MAX / 3 + 1;
+const seqLL = new Int32Array(SEQ_MAX);
+const seqML = new Int32Array(SEQ_MAX);
+const seqOff = new Int32Array(SEQ_MAX);
+const codeLL = new Uint8Array(SEQ_MAX);
+const codeML = new Uint8Array(SEQ_MAX);
+const codeOF = new Uint8Array(SEQ_MAX);
+const litBuf = new Uint8Array(BLOCK_MAX);
+
+/** Appends a compressed block body for data[start, end) to `out`; returns false (and appends nothing) when it would not be smaller. */
+function encodeBlock(data: Uint8Array, start: number, end: number, hash: Int32Array, out: ByteOut): boolean {
   // Greedy LZ77 with 4-byte hashes; matches may reach into earlier blocks.
-  const seqs: Seq[] = [];
-  const lits: number[] = [];
+  let ns = 0;
+  let nl = 0;
   let anchor = start;
   let i = start;
   const HB = 15;
@@ -697,74 +730,112 @@ function encodeBlock(data: Uint8Array, start: number, end: number, hash: Int32Ar
     if (cand >= 0 && i - cand < 1 << 24 && data[cand] === data[i] && data[cand + 1] === data[i + 1] && data[cand + 2] === data[i + 2] && data[cand + 3] === data[i + 3]) {
       let len = 4;
       while (i + len < end && len < 65536 && data[cand + len] === data[i + len]) len++;
-      for (let k = anchor; k < i; k++) lits.push(data[k]);
-      seqs.push({ ll: i - anchor, ml: len, off: i - cand });
+      litBuf.set(data.subarray(anchor, i), nl);
+      nl += i - anchor;
+      seqLL[ns] = i - anchor;
+      seqML[ns] = len;
+      seqOff[ns] = i - cand;
+      ns++;
       i += len;
       anchor = i;
       continue;
     }
     i++;
   }
-  for (let k = anchor; k < end; k++) lits.push(data[k]);
-  const out: number[] = [];
+  litBuf.set(data.subarray(anchor, end), nl);
+  nl += end - anchor;
+  const mark = out.n;
   // Raw literals section.
-  const n = lits.length;
-  if (n < 32) out.push(n << 3);
-  else if (n < 4096) out.push(((n & 15) << 4) | 4, n >> 4);
-  else out.push(((n & 15) << 4) | 12, (n >> 4) & 0xff, n >> 12);
-  for (const b of lits) out.push(b);
+  if (nl < 32) out.push(nl << 3);
+  else if (nl < 4096) {
+    out.push(((nl & 15) << 4) | 4);
+    out.push(nl >> 4);
+  } else {
+    out.push(((nl & 15) << 4) | 12);
+    out.push((nl >> 4) & 0xff);
+    out.push(nl >> 12);
+  }
+  out.bytes(litBuf, 0, nl);
   // Sequences section, predefined tables.
-  const ns = seqs.length;
   if (ns < 128) out.push(ns);
-  else if (ns < 0x7f00) out.push((ns >> 8) + 128, ns & 0xff);
-  else out.push(255, (ns - 0x7f00) & 0xff, (ns - 0x7f00) >> 8);
+  else if (ns < 0x7f00) {
+    out.push((ns >> 8) + 128);
+    out.push(ns & 0xff);
+  } else {
+    out.push(255);
+    out.push((ns - 0x7f00) & 0xff);
+    out.push((ns - 0x7f00) >> 8);
+  }
   if (ns > 0) {
     out.push(0); // all three predefined
-    const w = new BitWriter();
+    const w = new BitWriter(out);
     const sLL = new CState(LL_C);
     const sML = new CState(ML_C);
     const sOF = new CState(OF_C);
-    const codes = seqs.map((s) => {
-      const offBase = s.off + 3;
-      return { lc: llCode(s.ll), mc: mlCode(s.ml), oc: highBit(offBase), offBase };
-    });
+    for (let k = 0; k < ns; k++) {
+      codeLL[k] = llCode(seqLL[k]);
+      codeML[k] = mlCode(seqML[k]);
+      codeOF[k] = highBit(seqOff[k] + 3);
+    }
     const extra = (k: number) => {
-      const s = seqs[k];
-      const c = codes[k];
-      w.add(s.ll - LL_BASE[c.lc], LL_BITS[c.lc]);
-      w.add(s.ml - ML_BASE[c.mc], ML_BITS[c.mc]);
-      w.add(c.offBase - 2 ** c.oc, c.oc);
+      w.add(seqLL[k] - LL_BASE[codeLL[k]], LL_BITS[codeLL[k]]);
+      w.add(seqML[k] - ML_BASE[codeML[k]], ML_BITS[codeML[k]]);
+      const offBase = seqOff[k] + 3;
+      w.add(offBase - 2 ** codeOF[k], codeOF[k]);
     };
     const last = ns - 1;
-    sML.init(codes[last].mc);
-    sOF.init(codes[last].oc);
-    sLL.init(codes[last].lc);
+    sML.init(codeML[last]);
+    sOF.init(codeOF[last]);
+    sLL.init(codeLL[last]);
     extra(last);
     for (let k = ns - 2; k >= 0; k--) {
-      sOF.encode(w, codes[k].oc);
-      sML.encode(w, codes[k].mc);
-      sLL.encode(w, codes[k].lc);
+      sOF.encode(w, codeOF[k]);
+      sML.encode(w, codeML[k]);
+      sLL.encode(w, codeLL[k]);
       extra(k);
     }
     sML.flush(w);
     sOF.flush(w);
     sLL.flush(w);
-    for (const b of w.close()) out.push(b);
+    w.close();
   }
-  return out.length < end - start ? out : null;
+  if (out.n - mark >= end - start) {
+    out.n = mark;
+    return false;
+  }
+  return true;
 }
 
 /** Compresses `data` into one zstd frame (single segment, no checksum). */
 export function zstdCompress(data: Uint8Array): Uint8Array {
-  const out: number[] = [];
   const size = data.length;
-  out.push(0x28, 0xb5, 0x2f, 0xfd);
+  const out = new ByteOut(size + 64 + 4 * Math.ceil(size / BLOCK_MAX));
+  out.push(0x28);
+  out.push(0xb5);
+  out.push(0x2f);
+  out.push(0xfd);
   // Frame header: single segment, content size field of 1, 2 or 4 bytes.
-  if (size < 256) out.push(0x20, size);
-  else if (size < 65536 + 256) out.push(0x60, (size - 256) & 0xff, (size - 256) >> 8);
-  else out.push(0xa0, size & 0xff, (size >> 8) & 0xff, (size >> 16) & 0xff, (size >>> 24) & 0xff);
+  if (size < 256) {
+    out.push(0x20);
+    out.push(size);
+  } else if (size < 65536 + 256) {
+    out.push(0x60);
+    out.push((size - 256) & 0xff);
+    out.push((size - 256) >> 8);
+  } else {
+    out.push(0xa0);
+    out.push(size & 0xff);
+    out.push((size >> 8) & 0xff);
+    out.push((size >> 16) & 0xff);
+    out.push((size >>> 24) & 0xff);
+  }
   const hash = new Int32Array(1 << 15).fill(-1);
   let pos = 0;
+  const header = (bh: number) => {
+    out.push(bh & 0xff);
+    out.push((bh >> 8) & 0xff);
+    out.push((bh >> 16) & 0xff);
+  };
   do {
     const end = Math.min(size, pos + BLOCK_MAX);
     const last = end === size ? 1 : 0;
@@ -772,21 +843,23 @@ export function zstdCompress(data: Uint8Array): Uint8Array {
     let same = n > 0;
     for (let k = pos + 1; k < end && same; k++) same = data[k] === data[pos];
     if (same) {
-      const bh = last | (1 << 1) | (n << 3);
-      out.push(bh & 0xff, (bh >> 8) & 0xff, (bh >> 16) & 0xff, data[pos]);
+      header(last | (1 << 1) | (n << 3));
+      out.push(data[pos]);
     } else {
-      const body = n > 0 ? encodeBlock(data, pos, end, hash) : null;
-      if (body) {
-        const bh = last | (2 << 1) | (body.length << 3);
-        out.push(bh & 0xff, (bh >> 8) & 0xff, (bh >> 16) & 0xff);
-        for (const b of body) out.push(b);
+      const at = out.n;
+      header(0);
+      if (n > 0 && encodeBlock(data, pos, end, hash, out)) {
+        const bh = last | (2 << 1) | ((out.n - at - 3) << 3);
+        out.buf[at] = bh & 0xff;
+        out.buf[at + 1] = (bh >> 8) & 0xff;
+        out.buf[at + 2] = (bh >> 16) & 0xff;
       } else {
-        const bh = last | (n << 3);
-        out.push(bh & 0xff, (bh >> 8) & 0xff, (bh >> 16) & 0xff);
-        for (let k = pos; k < end; k++) out.push(data[k]);
+        out.n = at;
+        header(last | (n << 3));
+        out.bytes(data, pos, end);
       }
     }
     pos = end;
   } while (pos < size);
-  return Uint8Array.from(out);
+  return out.buf.slice(0, out.n);
 }
