@@ -476,10 +476,10 @@ export class Qcow2Image implements BlockDevice {
    * `this.hostOut` to the host cluster offset.
    */
   classify(t: Uint8Array, l2Offset: number, idx: number, sc: number): ClusterType {
-    const v = viewOf(t);
     const pos = idx * this.l2EntryBytes;
-    const hi = v.getUint32(pos);
-    const lo = v.getUint32(pos + 4);
+    // Big-endian words read by hand: no DataView per call on the read path.
+    const hi = ((t[pos] << 24) | (t[pos + 1] << 16) | (t[pos + 2] << 8) | t[pos + 3]) >>> 0;
+    const lo = ((t[pos + 4] << 24) | (t[pos + 5] << 16) | (t[pos + 6] << 8) | t[pos + 7]) >>> 0;
     const at = l2Offset + pos;
     if (hi & OFLAG_COMPRESSED) {
       if (this.hasDataFile) throw new Qcow2FormatError("QCOW2_BAD_L2_ENTRY", "compressed cluster in an image with an external data file", { offset: at, field: "l2_entry" });
@@ -496,8 +496,8 @@ export class Qcow2Image implements BlockDevice {
       // Offset 0 is a real cluster of an external data file; COPIED tells
       // it from "unallocated" (data clusters there always have refcount 1).
       if (this.extendedL2) {
-        const zeroBits = v.getUint32(pos + 8);
-        const allocBits = v.getUint32(pos + 12);
+        const zeroBits = ((t[pos + 8] << 24) | (t[pos + 9] << 16) | (t[pos + 10] << 8) | t[pos + 11]) >>> 0;
+        const allocBits = ((t[pos + 12] << 24) | (t[pos + 13] << 16) | (t[pos + 14] << 8) | t[pos + 15]) >>> 0;
         const bit = 1 << sc;
         return allocBits & bit ? ClusterType.Normal : zeroBits & bit ? ClusterType.ZeroAlloc : ClusterType.UnallocatedAlloc;
       }
@@ -505,8 +505,8 @@ export class Qcow2Image implements BlockDevice {
     }
     if (this.extendedL2) {
       if (lo & OFLAG_ZERO) throw new Qcow2FormatError("QCOW2_BAD_L2_ENTRY", "extended L2 entry has bit 0 set", { offset: at, field: "l2_entry" });
-      const zeroBits = v.getUint32(pos + 8);
-      const allocBits = v.getUint32(pos + 12);
+      const zeroBits = ((t[pos + 8] << 24) | (t[pos + 9] << 16) | (t[pos + 10] << 8) | t[pos + 11]) >>> 0;
+      const allocBits = ((t[pos + 12] << 24) | (t[pos + 13] << 16) | (t[pos + 14] << 8) | t[pos + 15]) >>> 0;
       if (zeroBits & allocBits) throw new Qcow2FormatError("QCOW2_BAD_L2_BITMAP", "subcluster marked both allocated and zero", { offset: at + 8, field: "l2_bitmap" });
       if (host === 0 && allocBits !== 0) throw new Qcow2FormatError("QCOW2_BAD_L2_BITMAP", "subclusters allocated without a host cluster", { offset: at + 8, field: "l2_bitmap" });
       const bit = 1 << sc;
