@@ -465,7 +465,8 @@ export class Qcow2Image implements BlockDevice {
 
   /** @internal Drops cached tables (after a snapshot is applied, for example). */
   dropCaches(): void {
-    this.l2Cache.clear();
+    // Tables not yet written stay: they are the only copy.
+    for (const k of [...this.l2Cache.keys()]) if (!this.dirtyL2.has(k)) this.l2Cache.delete(k);
     this.rbCache.clear();
     this.lastDecompressed.key = -1;
   }

@@ -111,7 +111,8 @@ export async function run(argv: string[], io: CommandIo): Promise<number> {
   if (positionals.length !== 1) throw new CommandError(`expected one FILE\n${USAGE}`, 2);
   const output = values.output ?? "human";
   if (output !== "human" && output !== "json") throw new CommandError(`--output must be human or json`, 2);
-  const dev = await open(positionals[0], { readOnly: true, format: values.format, metadataOnly: true });
+  // Like qemu-img, info does not need the backing file unless the chain is asked for.
+  const dev = await open(positionals[0], { readOnly: true, format: values.format, metadataOnly: true, noBacking: !values["backing-chain"] });
   try {
     const chain: Record<string, unknown>[] = [];
     let d: BlockDevice | null = dev;

@@ -87,6 +87,11 @@ describeWithTools(["qemu-img"], "typevisor img against qemu-img", () => {
     for (const k of ["virtual-size", "cluster-size", "format", "backing-filename", "backing-filename-format", "format-specific"]) expect(ours[k]).toEqual(theirs[k]);
     expect(ours.snapshots.map((s: { name: string; id: string }) => [s.id, s.name])).toEqual(theirs.snapshots.map((s: { name: string; id: string }) => [s.id, s.name]));
     expect((await tv("info", top)).out).toContain("backing file: i-base.qcow2");
+    const chain = JSON.parse((await tv("info", "--backing-chain", "--output=json", top)).out);
+    expect(chain.map((i: { filename: string }) => i.filename)).toEqual([top, base]);
+    // A missing backing file does not stop info (qemu-img behaves the same).
+    qemu("create", "-q", "-f", "qcow2", "-u", "-b", "gone.qcow2", "-F", "qcow2", p("orphan.qcow2"), "1M");
+    expect((await tv("info", p("orphan.qcow2"))).status).toBe(0);
   });
 
   it("check: exit codes 0 / 3 leaks / 2 corruptions as qemu-img, and -r repairs what qemu-img then accepts", async () => {
