@@ -698,12 +698,6 @@ function mlCode(v: number): number {
   return 32;
 }
 
-interface Seq {
-  ll: number;
-  ml: number;
-  off: number;
-}
-
 // Sequence buffers reused across blocks (a block holds at most 128 KiB / 4 sequences).
 const SEQ_MAX = BLOCK_MAX / 3 + 1;
 const seqLL = new Int32Array(SEQ_MAX);
