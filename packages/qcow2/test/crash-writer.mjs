@@ -1,44 +1,35 @@
-// A writer to be killed: runs a seeded workload on an image forever.
+// A writer to be killed: runs a seeded workload on an image until killed.
+// Prints "ready", then "s N" before operation N starts and "f N" once the
+// flush that is operation N has completed.
 // Usage: node crash-writer.mjs IMAGE SEED
 import process from "node:process";
 import { openImage, createSnapshot } from "../dist/index.js";
+import { nextOp, rng } from "./crash-ops.mjs";
 
 const [path, seedText] = process.argv.slice(2);
-let s = Number(seedText) >>> 0 || 1;
-const next = () => {
-  s ^= s << 13;
-  s >>>= 0;
-  s ^= s >>> 17;
-  s ^= s << 5;
-  s >>>= 0;
-  return s;
-};
+const next = rng(Number(seedText));
 const img = await openImage(path);
 const cs = img.clusterSize;
-const clusters = Math.floor(img.size / cs);
 // Snapshot operations are not crash-clean under qemu-img check's COPIED
 // rule (nor are QEMU's); they run before the kill window, so the workload
 // still exercises copy-on-write of shared clusters.
-if (img.header.nbSnapshots < 3 && img.header.refcountOrder > 0 && next() % 2) {
-  await img.write(0, new Uint8Array(cs * 8).fill(next() & 0xff));
-  await createSnapshot(img, { name: `s${next() % 1000}` });
+// Two draws always happen here, so the checker can replay the sequence.
+const wantSnapshot = next() % 2 === 1;
+const snapshotName = `s${next() % 100000}`;
+if (wantSnapshot && img.header.nbSnapshots < 3 && img.header.refcountOrder > 0) {
+  await createSnapshot(img, { name: snapshotName });
 }
+await img.flush();
 process.stdout.write("ready\n");
 for (let i = 0; ; i++) {
-  const op = next() % 10;
-  const off = (next() % clusters) * cs + (next() % 2 ? next() % cs : 0);
-  const len = Math.min(img.size - off, 1 + (next() % (cs * 4)));
-  if (op < 5) {
-    const b = new Uint8Array(len).fill(next() & 0xff);
-    await img.write(off, b);
-  } else if (op < 6) {
-    const c = (next() % clusters) * cs;
-    await img.writeCompressed(c, new Uint8Array(cs).fill(next() & 0xff));
-  } else if (op < 7) {
-    await img.discard(off, len);
-  } else if (op < 8) {
-    await img.writeZeroes(off, len, { unmap: next() % 2 === 0 });
-  } else {
+  const op = nextOp(next, img.size, cs);
+  process.stdout.write(`s ${i}\n`);
+  if (op.kind === "write") await img.write(op.offset, new Uint8Array(op.length).fill(op.fill));
+  else if (op.kind === "compressed") await img.writeCompressed(op.offset, new Uint8Array(cs).fill(op.fill));
+  else if (op.kind === "discard") await img.discard(op.offset, op.length);
+  else if (op.kind === "zero") await img.writeZeroes(op.offset, op.length, { unmap: op.unmap });
+  else {
     await img.flush();
+    process.stdout.write(`f ${i}\n`);
   }
 }
