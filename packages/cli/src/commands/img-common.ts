@@ -118,7 +118,7 @@ export class Progress {
   /** Ends the line. */
   finish(): void {
     if (!this.enabled) return;
-    this.update(1, 1);
+    if (this.last < 100) this.update(1, 1);
     this.io.stderr.write("\n");
   }
 }
