@@ -112,6 +112,8 @@ export class Mmu {
   private lastGpa = 0;
   /** TLB misses served (statistics). */
   misses = 0;
+  /** Called after every access that went to the MMIO bus (the CPU re-checks interrupts: a device may have raised one). */
+  mmioHook: (() => void) | undefined;
 
   /** @param memory - the machine's guest-physical memory */
   constructor(readonly memory: PhysicalMemory) {
@@ -439,6 +441,21 @@ export class Mmu {
       const m = this.mem[i];
       return m[a] | (m[a + 1] << 8);
     }
+    return this.read16Slow(la);
+  }
+
+  private read16Slow(la: number): number {
+    if ((la & 0xfff) !== 0xfff) {
+      const gpa = this.translate(la, ACCESS_READ, this.user);
+      const vpn = la >>> 12;
+      if (this.tagR[vpn & TLB_MASK] === vpn) return this.read16(la);
+      const bus = this.memory.mmio;
+      this.lastGpa = gpa;
+      const v = bus ? bus.read(gpa, 2) : 0xffff;
+      this.mmioHook?.();
+      return v;
+    }
+    this.probeRead(la, 2);
     return this.read8(la) | (this.read8(la + 1) << 8);
   }
 
@@ -540,7 +557,9 @@ export class Mmu {
     if (this.tagR[i] === vpn) return this.mem[i][this.off[i] + (la & 0xfff)];
     this.lastGpa = gpa;
     const bus = this.memory.mmio;
-    return bus ? bus.read(gpa, 1) : 0xff;
+    const v = bus ? bus.read(gpa, 1) : 0xff;
+    this.mmioHook?.();
+    return v;
   }
 
   private read32Slow(la: number): number {
@@ -549,7 +568,10 @@ export class Mmu {
       const vpn = la >>> 12;
       if (this.tagR[vpn & TLB_MASK] === vpn) return this.read32(la);
       const bus = this.memory.mmio;
-      return bus ? bus.read(gpa, 4) | 0 : -1;
+      this.lastGpa = gpa;
+      const v = bus ? bus.read(gpa, 4) | 0 : -1;
+      this.mmioHook?.();
+      return v;
     }
     // Crosses a page: both pages are checked before anything is returned.
     this.probeRead(la, 4);
@@ -592,6 +614,7 @@ export class Mmu {
     if (hpn === NOT_RAM) {
       this.lastGpa = gpa;
       mem.mmio?.write(gpa, size, size === 4 ? v >>> 0 : v & ((1 << (size * 8)) - 1));
+      this.mmioHook?.();
       return;
     }
     mem.markDirty(gpn);
