@@ -366,8 +366,10 @@ export class Cpu {
     this.segSel[seg] = sel;
     this.segBase[seg] = sel << 4;
     if (this.flags & C.VM) {
+      // Virtual-8086 segments: 64 KiB, DPL 3, 16-bit (Intel SDM Vol. 3 §20.1.1).
       this.segLimit[seg] = 0xffff;
       this.segAttr[seg] = 0xf3 | (seg === C.CS ? 0x8 : 0);
+      if (seg === C.CS) this.code32 = false;
     } else if (seg === C.CS) {
       // Real mode far transfers keep CS a 16-bit, readable/writable data-like segment.
       this.segAttr[seg] = (this.segAttr[seg] & ~0x4000 & ~0x10000) | 0x93;
@@ -1177,6 +1179,7 @@ export class Cpu {
           this.rep = 1;
           break;
         default:
+          if (this.lock) this.checkLockable(op);
           this.execute(op);
           return;
       }
@@ -1216,7 +1219,6 @@ export class Cpu {
           } else if (aop === 7) {
             this.alu(7, this.read(s, this.eaSeg, this.eaOff), this.getReg(s, this.reg), s);
           } else {
-            if (this.lock) this.checkLock();
             const la = this.rmwLin(s);
             const r = this.alu(aop, this.readLin(s, la), this.getReg(s, this.reg), s);
             this.writeLin(s, la, r);
@@ -1225,7 +1227,6 @@ export class Cpu {
           const r = this.alu(aop, this.getReg(s, this.reg), this.readRm(s), s);
           if (aop !== 7) this.setReg(s, this.reg, r);
         }
-        if (this.lock && (this.mod === 3 || form >= 2 || aop === 7)) this.raiseUd();
         return;
       }
       case 0x06: case 0x0e: case 0x16: case 0x1e:
@@ -1323,12 +1324,10 @@ export class Cpu {
         const aop = this.reg;
         if (this.mod === 3) {
           const imm = op === 0x83 ? this.fetchS8() : this.fetchImm(s);
-          if (this.lock) this.raiseUd();
           const r = this.alu(aop, this.getReg(s, this.rm), imm, s);
           if (aop !== 7) this.setReg(s, this.rm, r);
         } else if (aop === 7) {
           const imm = op === 0x83 ? this.fetchS8() : this.fetchImm(s);
-          if (this.lock) this.raiseUd();
           this.alu(7, this.read(s, this.eaSeg, this.eaOff), imm, s);
         } else {
           const imm = op === 0x83 ? this.fetchS8() : this.fetchImm(s);
@@ -1674,9 +1673,33 @@ export class Cpu {
     return (this.cr0 & C.CR0_PE) !== 0;
   }
 
-  /** @internal LOCK is only valid on a memory destination of the instructions that allow it. */
-  checkLock(): void {
-    if (this.mod === 3) this.raiseUd();
+  /**
+   * LOCK prefix check before execution (Intel SDM Vol. 2 LOCK): #UD unless
+   * the instruction is one of the read-modify-write instructions with a
+   * memory destination. Peeks the opcode bytes without consuming them.
+   */
+  checkLockable(op: number): void {
+    const start = this.eip;
+    let reg = -1;
+    let ok = false;
+    if (op === 0x0f) {
+      const op2 = this.fetch8();
+      const m = this.fetch8();
+      reg = (m >> 3) & 7;
+      ok = m < 0xc0 && ([0xab, 0xb3, 0xbb, 0xb0, 0xb1, 0xc0, 0xc1].includes(op2) || (op2 === 0xba && reg >= 5) || (op2 === 0xc7 && reg === 1));
+    } else {
+      const m = this.fetch8();
+      reg = (m >> 3) & 7;
+      if (m < 0xc0) {
+        if (op < 0x40) ok = (op & 7) < 2 && op >> 3 !== 7; // ALU Eb/Ev,G except CMP
+        else if (op >= 0x80 && op <= 0x83) ok = reg !== 7;
+        else if (op === 0x86 || op === 0x87) ok = true;
+        else if (op === 0xf6 || op === 0xf7) ok = reg === 2 || reg === 3;
+        else if (op === 0xfe || op === 0xff) ok = reg < 2;
+      }
+    }
+    this.eip = start;
+    if (!ok) this.raiseUd();
   }
 
   /** @internal F3 90 (PAUSE): a spin-wait hint; ends the slice early so other vCPUs run. */
