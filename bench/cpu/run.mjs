@@ -9,6 +9,8 @@
 // Instruction counts come from our interpreter (exact, per phase between
 // the port-0x510 markers). v86 reports its own counter. QEMU's time per
 // phase is the difference between runs with and without that phase.
+// Times are CPU time (user + system) of the engine's process, so other load
+// on the machine does not skew the ratios; wall-clock MIPS are printed too.
 import { execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -42,7 +44,7 @@ async function runOurs(image) {
   const vm = await createMachine({ memory: "128M", plugins: [x86Cpu()] });
   const cpu = vm.services.get(X86_CPUS)[0];
   const marks = [];
-  vm.ports.register("marker", 0x510, 1, { read: () => 0, write: (_o, _s, v) => marks[v] = { t: performance.now(), n: cpu.instructions + cpu.sliceCount } });
+  vm.ports.register("marker", 0x510, 1, { read: () => 0, write: (_o, _s, v) => (marks[v] = mark(cpu.instructions + cpu.sliceCount)) });
   vm.ports.register("exit", 0xf4, 4, { read: () => 0, write: (_o, _s, v) => vm.requestStop({ reason: "exit", exitCode: (v << 1) | 1 }) });
   const bytes = readFileSync(image);
   vm.services.get(PHYSICAL_MEMORY).write(0x100000, bytes);
@@ -58,11 +60,14 @@ async function runOurs(image) {
   return phases(marks);
 }
 
+function mark(n) {
+  const u = process.cpuUsage();
+  return { cpu: (u.user + u.system) / 1000, wall: performance.now(), n };
+}
+
 function phases(marks) {
-  return {
-    sieve: { ms: marks[2].t - marks[1].t, instructions: marks[2].n - marks[1].n },
-    array: { ms: marks[4].t - marks[3].t, instructions: marks[4].n - marks[3].n },
-  };
+  const phase = (a, b) => ({ ms: marks[b].cpu - marks[a].cpu, wallMs: marks[b].wall - marks[a].wall, instructions: marks[b].n - marks[a].n });
+  return { sieve: phase(1, 2), array: phase(3, 4) };
 }
 
 // ---------------------------------------------------------------- v86
@@ -81,7 +86,7 @@ async function runV86(image, jit) {
     const timer = setTimeout(() => reject(new Error("v86 timed out")), 600_000);
     emulator.add_listener("emulator-ready", () => {
       const io = emulator.v86.cpu.io;
-      io.register_write(0x510, {}, (v) => (marks[v] = { t: performance.now(), n: emulator.get_instruction_counter() }));
+      io.register_write(0x510, {}, (v) => (marks[v] = mark(emulator.get_instruction_counter())));
       io.register_write(0xf4, {}, (v) => {
         clearTimeout(timer);
         emulator.stop();
@@ -94,24 +99,35 @@ async function runV86(image, jit) {
 
 // ---------------------------------------------------------------- QEMU TCG
 function qemuMs(image) {
+  // CPU time of QEMU (all its threads) from bash's `times`, and wall time.
+  const cmd = `qemu-system-i386 -accel tcg -kernel ${image} -m 128 -display none -serial none -monitor none -no-reboot -device isa-debug-exit,iobase=0xf4,iosize=4; s=$?; times; exit $s`;
   const t0 = performance.now();
-  const r = spawnSync("qemu-system-i386", ["-accel", "tcg", "-kernel", image, "-m", "128", "-display", "none", "-serial", "none", "-monitor", "none", "-no-reboot", "-device", "isa-debug-exit,iobase=0xf4,iosize=4"], { timeout: 600_000 });
-  const ms = performance.now() - t0;
+  const r = spawnSync("bash", ["-c", cmd], { timeout: 600_000, encoding: "utf8" });
+  const wall = performance.now() - t0;
   if (r.status !== 1) throw new Error(`QEMU exited with ${r.status} ${r.stderr}`);
-  return ms;
+  const sec = (t) => { const m = /(\d+)m([\d.]+)s/.exec(t); return m ? Number(m[1]) * 60 + Number(m[2]) : NaN; };
+  const [, children] = r.stdout.trim().split("\n");
+  const [user, sys] = children.trim().split(/\s+/).map(sec);
+  return { cpu: (user + sys) * 1000, wall };
 }
 
 function runQemu(full, sieveOnly, arrayOnly, empty, ours) {
-  // Best of 3 for each configuration: startup time varies by a few ms.
-  const best = (img) => Math.min(qemuMs(img), qemuMs(img), qemuMs(img));
+  // Best of 3 for each configuration: start-up time varies by a few ms.
+  const best = (img) => {
+    const r = [qemuMs(img), qemuMs(img), qemuMs(img)];
+    return { cpu: Math.min(...r.map((x) => x.cpu)), wall: Math.min(...r.map((x) => x.wall)) };
+  };
   const base = best(empty);
+  const s = best(sieveOnly);
+  const a = best(arrayOnly);
   return {
-    sieve: { ms: best(sieveOnly) - base, instructions: ours.sieve.instructions },
-    array: { ms: best(arrayOnly) - base, instructions: ours.array.instructions },
+    sieve: { ms: s.cpu - base.cpu, wallMs: s.wall - base.wall, instructions: ours.sieve.instructions },
+    array: { ms: a.cpu - base.cpu, wallMs: a.wall - base.wall, instructions: ours.array.instructions },
   };
 }
 
 const mips = (p) => p.instructions / p.ms / 1000;
+const wallMips = (p) => p.instructions / p.wallMs / 1000;
 
 const full = build(SIEVE, ARRAY);
 log(`workload: sieve of 8192 x ${SIEVE}, 32 MiB array x ${ARRAY}`);
@@ -128,11 +144,14 @@ const rows = Object.entries(results).map(([name, r]) => ({
   engine: name,
   sieveMips: +mips(r.sieve).toFixed(1),
   arrayMips: +mips(r.array).toFixed(1),
+  sieveWallMips: +wallMips(r.sieve).toFixed(1),
+  arrayWallMips: +wallMips(r.array).toFixed(1),
   oursVsThis: name === "typevisor" ? "-" : `${(mips(ours.sieve) / mips(r.sieve)).toFixed(2)}x / ${(mips(ours.array) / mips(r.array)).toFixed(2)}x`,
 }));
 if (args.json) console.log(JSON.stringify(rows));
 else {
-  console.log("\nengine              sieve MIPS   array MIPS   typevisor speed relative to it (sieve / array)");
-  for (const r of rows) console.log(`${r.engine.padEnd(20)}${String(r.sieveMips).padStart(10)}   ${String(r.arrayMips).padStart(10)}   ${r.oursVsThis}`);
+  console.log("\nguest MIPS per CPU second (wall-clock MIPS in parentheses)");
+  console.log("engine              sieve MIPS         array MIPS         typevisor speed relative to it (sieve / array)");
+  for (const r of rows) console.log(`${r.engine.padEnd(20)}${`${r.sieveMips} (${r.sieveWallMips})`.padEnd(19)}${`${r.arrayMips} (${r.arrayWallMips})`.padEnd(19)}${r.oursVsThis}`);
 }
 process.exit(0);

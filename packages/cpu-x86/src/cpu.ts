@@ -115,6 +115,12 @@ export class Cpu {
   readonly segAttr = new Int32Array(6);
   /** 1 when accesses through the segment need no checks (flat, readable, writable). */
   readonly segFast = new Uint8Array(6);
+  /** CS base (cached for instruction fetch). */
+  csBase = 0;
+  /** CS limit as an unsigned number (cached for instruction fetch). */
+  csLimit = 0xffff;
+  /** EIP wrap mask: 0xFFFF for 16-bit code, -1 for 32-bit. */
+  ipMask = 0xffff;
   /** LDTR selector/base/limit/attributes. */
   ldtrSel = 0;
   /** LDTR base. */
@@ -219,6 +225,8 @@ export class Cpu {
   rep = 0;
   /** LOCK prefix present. */
   lock = false;
+  /** Prefix state must be reset before the next instruction. */
+  prefixed = true;
   /** REX prefix (long mode; always 0 in legacy modes). */
   rex = 0;
   /** ModRM byte of the current instruction. */
@@ -345,8 +353,18 @@ export class Cpu {
     this.segLimit[seg] = limit | 0;
     this.segAttr[seg] = attr;
     this.updateSegFast(seg);
-    if (seg === C.CS) this.code32 = (attr & 0x4000) !== 0;
-    else if (seg === C.SS) this.stack32 = (attr & 0x4000) !== 0;
+    if (seg === C.CS) {
+      this.code32 = (attr & 0x4000) !== 0;
+      this.updateCsCache();
+    } else if (seg === C.SS) this.stack32 = (attr & 0x4000) !== 0;
+  }
+
+  /** @internal refreshes the fetch-path copies of CS. */
+  updateCsCache(): void {
+    this.csBase = this.segBase[C.CS];
+    this.csLimit = this.segLimit[C.CS] >>> 0;
+    this.ipMask = this.code32 ? -1 : 0xffff;
+    this.prefixed = true; // operand/address size defaults follow CS.D from the next instruction on
   }
 
   /** @internal */
@@ -379,6 +397,7 @@ export class Cpu {
     }
     if (seg === C.SS) this.stack32 = (this.segAttr[seg] & 0x4000) !== 0;
     this.updateSegFast(seg);
+    if (seg === C.CS) this.updateCsCache();
   }
 
   /** Whether the CPU is in protected mode (CR0.PE) and not virtual-8086. */
@@ -470,6 +489,30 @@ export class Cpu {
     else this.mmu.write8(this.lin(seg, off, 1, true), v);
   }
 
+  /** Reads a dword at `seg:off`. */
+  read32(seg: number, off: number): number {
+    const la = this.segFast[seg] === 1 ? (this.segBase[seg] + off) | 0 : this.linSlow(seg, off, 4, false);
+    return this.mmu.read32(la);
+  }
+
+  /** Writes a dword at `seg:off`. */
+  write32(seg: number, off: number, v: number): void {
+    const la = this.segFast[seg] === 1 ? (this.segBase[seg] + off) | 0 : this.linSlow(seg, off, 4, true);
+    this.mmu.write32(la, v);
+  }
+
+  /** Reads a byte at `seg:off`. */
+  read8(seg: number, off: number): number {
+    const la = this.segFast[seg] === 1 ? (this.segBase[seg] + off) | 0 : this.linSlow(seg, off, 1, false);
+    return this.mmu.read8(la);
+  }
+
+  /** Writes a byte at `seg:off`. */
+  write8(seg: number, off: number, v: number): void {
+    const la = this.segFast[seg] === 1 ? (this.segBase[seg] + off) | 0 : this.linSlow(seg, off, 1, true);
+    this.mmu.write8(la, v);
+  }
+
   /** Reads at a linear address. */
   readLin(size: number, la: number): number {
     if (size === 2) return this.mmu.read32(la);
@@ -555,9 +598,11 @@ export class Cpu {
   /** Fetches the next instruction byte. */
   fetch8(): number {
     const eip = this.eip;
-    if (this.segFast[C.CS] === 0 && eip >>> 0 > this.segLimit[C.CS] >>> 0) this.raiseGp(0);
-    const v = this.mmu.fetch8((this.segBase[C.CS] + eip) | 0);
-    this.eip = this.code32 ? (eip + 1) | 0 : (eip + 1) & 0xffff;
+    if (eip >>> 0 > this.csLimit) this.raiseGp(0);
+    const la = (this.csBase + eip) | 0;
+    const mmu = this.mmu;
+    const v = la >>> 12 === mmu.fetchVpn ? mmu.fetchMem[mmu.fetchOff + (la & 0xfff)] : mmu.fetch8(la);
+    this.eip = (eip + 1) & this.ipMask;
     return v;
   }
 
@@ -568,11 +613,29 @@ export class Cpu {
 
   /** Fetches a 16-bit immediate. */
   fetch16(): number {
+    const eip = this.eip;
+    const la = (this.csBase + eip) | 0;
+    const mmu = this.mmu;
+    if (la >>> 12 === mmu.fetchVpn && (la & 0xfff) < 0xfff && (eip + 1) >>> 0 <= this.csLimit && ((eip + 2) & this.ipMask) === eip + 2) {
+      const m = mmu.fetchMem;
+      const o = mmu.fetchOff + (la & 0xfff);
+      this.eip = eip + 2;
+      return m[o] | (m[o + 1] << 8);
+    }
     return this.fetch8() | (this.fetch8() << 8);
   }
 
   /** Fetches a 32-bit immediate. */
   fetch32(): number {
+    const eip = this.eip;
+    const la = (this.csBase + eip) | 0;
+    const mmu = this.mmu;
+    if (la >>> 12 === mmu.fetchVpn && (la & 0xfff) <= 0xffc && (eip + 3) >>> 0 <= this.csLimit && ((eip + 4) & this.ipMask) === eip + 4) {
+      const m = mmu.fetchMem;
+      const o = mmu.fetchOff + (la & 0xfff);
+      this.eip = eip + 4;
+      return m[o] | (m[o + 1] << 8) | (m[o + 2] << 16) | (m[o + 3] << 24);
+    }
     return this.fetch8() | (this.fetch8() << 8) | (this.fetch8() << 16) | (this.fetch8() << 24);
   }
 
@@ -1144,528 +1207,38 @@ export class Cpu {
   step(): void {
     this.instrStart = this.eip;
     this.instrEsp = this.regs[4];
-    this.o32 = this.code32;
-    this.a32 = this.code32;
-    this.segOvr = -1;
-    this.rep = 0;
-    this.lock = false;
-    let prefixes = 0;
-    for (;;) {
-      const op = this.fetch8();
-      switch (op) {
-        case 0x26:
-        case 0x2e:
-        case 0x36:
-        case 0x3e:
-          this.segOvr = (op >> 3) & 3;
-          break;
-        case 0x64:
-        case 0x65:
-          this.segOvr = op - 0x60;
-          break;
-        case 0x66:
-          this.o32 = !this.code32;
-          break;
-        case 0x67:
-          this.a32 = !this.code32;
-          break;
-        case 0xf0:
-          this.lock = true;
-          break;
-        case 0xf2:
-          this.rep = 2;
-          break;
-        case 0xf3:
-          this.rep = 1;
-          break;
-        default:
-          if (this.lock) this.checkLockable(op);
-          this.execute(op);
-          return;
-      }
-      if (++prefixes >= 14) this.raiseGp(0); // instruction longer than 15 bytes
+    if (this.prefixed) {
+      // Only instructions after a prefixed one (or a CS change) pay for resetting the prefix state.
+      this.prefixed = false;
+      const c32 = this.code32;
+      this.o32 = c32;
+      this.a32 = c32;
+      this.segOvr = -1;
+      this.rep = 0;
+      this.lock = false;
     }
+    const op = this.fetch8();
+    OPS[op](this, op);
+  }
+
+  /** Blocks interrupts until after the next instruction (STI, MOV SS, POP SS: Intel SDM Vol. 3 §6.8.3). */
+  setShadow(): void {
+    this.shadow = 1;
+    this.attention = 1;
+  }
+
+  /** @internal a prefix byte was consumed: enforce the 15-byte instruction limit, then continue with the next byte. */
+  afterPrefix(): void {
+    this.prefixed = true;
+    if (((this.eip - this.instrStart) & this.ipMask) >= 15) this.raiseGp(0);
+    const op = this.fetch8();
+    if (this.lock && op !== 0xf0 && op !== 0xf2 && op !== 0xf3 && op !== 0x66 && op !== 0x67 && (op & 0xe7) !== 0x26 && op !== 0x64 && op !== 0x65) this.checkLockable(op);
+    this.execute(op);
   }
 
   /** @internal executes one-byte opcode `op` after its prefixes. */
   execute(op: number): void {
-    const regs = this.regs;
-    const vs = this.o32 ? 2 : 1; // operand size index
-    switch (op) {
-      // ALU ops 00-3D: op & 7 selects the form.
-      case 0x00: case 0x01: case 0x02: case 0x03: case 0x04: case 0x05:
-      case 0x08: case 0x09: case 0x0a: case 0x0b: case 0x0c: case 0x0d:
-      case 0x10: case 0x11: case 0x12: case 0x13: case 0x14: case 0x15:
-      case 0x18: case 0x19: case 0x1a: case 0x1b: case 0x1c: case 0x1d:
-      case 0x20: case 0x21: case 0x22: case 0x23: case 0x24: case 0x25:
-      case 0x28: case 0x29: case 0x2a: case 0x2b: case 0x2c: case 0x2d:
-      case 0x30: case 0x31: case 0x32: case 0x33: case 0x34: case 0x35:
-      case 0x38: case 0x39: case 0x3a: case 0x3b: case 0x3c: case 0x3d: {
-        const aop = (op >> 3) & 7;
-        const form = op & 7;
-        const s = form & 1 ? vs : 0;
-        if (form >= 4) {
-          const imm = this.fetchImm(s);
-          const r = this.alu(aop, this.getReg(s, 0), imm, s);
-          if (aop !== 7) this.setReg(s, 0, r);
-          return;
-        }
-        this.decodeModrm();
-        if (form < 2) {
-          // Eb/Ev op= Gb/Gv
-          if (this.mod === 3) {
-            const r = this.alu(aop, this.getReg(s, this.rm), this.getReg(s, this.reg), s);
-            if (aop !== 7) this.setReg(s, this.rm, r);
-          } else if (aop === 7) {
-            this.alu(7, this.read(s, this.eaSeg, this.eaOff), this.getReg(s, this.reg), s);
-          } else {
-            const la = this.rmwLin(s);
-            const r = this.alu(aop, this.readLin(s, la), this.getReg(s, this.reg), s);
-            this.writeLin(s, la, r);
-          }
-        } else {
-          const r = this.alu(aop, this.getReg(s, this.reg), this.readRm(s), s);
-          if (aop !== 7) this.setReg(s, this.reg, r);
-        }
-        return;
-      }
-      case 0x06: case 0x0e: case 0x16: case 0x1e:
-        this.push(vs, this.segSel[op >> 3]);
-        return;
-      case 0x07: case 0x17: case 0x1f: {
-        const seg = op >> 3;
-        const sel = this.peek(vs, 0) & 0xffff;
-        Sys.loadSeg(this, seg, sel);
-        this.addSp(vs === 2 ? 4 : 2);
-        if (seg === C.SS) this.shadow = 2;
-        return;
-      }
-      case 0x0f:
-        exec0F(this);
-        return;
-      case 0x27:
-        this.daa();
-        return;
-      case 0x2f:
-        this.das();
-        return;
-      case 0x37:
-        this.aaa();
-        return;
-      case 0x3f:
-        this.aas();
-        return;
-      case 0x40: case 0x41: case 0x42: case 0x43: case 0x44: case 0x45: case 0x46: case 0x47:
-        this.setReg(vs, op & 7, this.inc(this.getReg(vs, op & 7), vs));
-        return;
-      case 0x48: case 0x49: case 0x4a: case 0x4b: case 0x4c: case 0x4d: case 0x4e: case 0x4f:
-        this.setReg(vs, op & 7, this.dec(this.getReg(vs, op & 7), vs));
-        return;
-      case 0x50: case 0x51: case 0x52: case 0x53: case 0x54: case 0x55: case 0x56: case 0x57:
-        this.push(vs, this.getReg(vs, op & 7));
-        return;
-      case 0x58: case 0x59: case 0x5a: case 0x5b: case 0x5c: case 0x5d: case 0x5e: case 0x5f: {
-        const v = this.pop(vs);
-        this.setReg(vs, op & 7, v);
-        return;
-      }
-      case 0x60: {
-        // PUSHA: check the whole destination first so a fault leaves ESP intact.
-        const n = vs === 2 ? 4 : 2;
-        const orig = regs[4];
-        const sp = this.sp;
-        const base = this.stack32 ? (sp - 8 * n) | 0 : (sp - 8 * n) & 0xffff;
-        this.mmu.probeWrite(this.lin(C.SS, base, 8 * n, true), 8 * n);
-        for (let i = 0; i < 8; i++) this.push(vs, i === 4 ? orig : this.getReg(vs, i));
-        return;
-      }
-      case 0x61: {
-        const n = vs === 2 ? 4 : 2;
-        this.mmu.probeRead(this.lin(C.SS, this.sp, 8 * n, false), 8 * n);
-        for (let i = 7; i >= 0; i--) {
-          const v = this.pop(vs);
-          if (i !== 4) this.setReg(vs, i, v);
-        }
-        return;
-      }
-      case 0x62:
-        Sys.bound(this);
-        return;
-      case 0x63:
-        Sys.arpl(this);
-        return;
-      case 0x68:
-        this.push(vs, this.fetchImmV());
-        return;
-      case 0x6a:
-        this.push(vs, this.fetchS8());
-        return;
-      case 0x69:
-      case 0x6b: {
-        this.decodeModrm();
-        const a = this.readRm(vs);
-        const b = op === 0x69 ? this.fetchImmV() : this.fetchS8();
-        this.setReg(vs, this.reg, this.imul2(a, b, vs));
-        return;
-      }
-      case 0x6c: case 0x6d: case 0x6e: case 0x6f:
-      case 0xa4: case 0xa5: case 0xa6: case 0xa7: case 0xaa: case 0xab: case 0xac: case 0xad: case 0xae: case 0xaf:
-        this.stringOp(op);
-        return;
-      case 0x70: case 0x71: case 0x72: case 0x73: case 0x74: case 0x75: case 0x76: case 0x77:
-      case 0x78: case 0x79: case 0x7a: case 0x7b: case 0x7c: case 0x7d: case 0x7e: case 0x7f: {
-        const d = this.fetchS8();
-        if (this.cond(op & 15)) this.jumpRel(d);
-        return;
-      }
-      case 0x80: case 0x81: case 0x82: case 0x83: {
-        const s = op & 1 ? vs : 0;
-        this.decodeModrm();
-        const aop = this.reg;
-        if (this.mod === 3) {
-          const imm = op === 0x83 ? this.fetchS8() : this.fetchImm(s);
-          const r = this.alu(aop, this.getReg(s, this.rm), imm, s);
-          if (aop !== 7) this.setReg(s, this.rm, r);
-        } else if (aop === 7) {
-          const imm = op === 0x83 ? this.fetchS8() : this.fetchImm(s);
-          this.alu(7, this.read(s, this.eaSeg, this.eaOff), imm, s);
-        } else {
-          const imm = op === 0x83 ? this.fetchS8() : this.fetchImm(s);
-          const la = this.rmwLin(s);
-          const r = this.alu(aop, this.readLin(s, la), imm, s);
-          this.writeLin(s, la, r);
-        }
-        return;
-      }
-      case 0x84: case 0x85: {
-        const s = op & 1 ? vs : 0;
-        this.decodeModrm();
-        this.logic(this.readRm(s) & this.getReg(s, this.reg), s);
-        return;
-      }
-      case 0x86: case 0x87: {
-        const s = op & 1 ? vs : 0;
-        this.decodeModrm();
-        if (this.mod === 3) {
-          const a = this.getReg(s, this.rm);
-          this.setReg(s, this.rm, this.getReg(s, this.reg));
-          this.setReg(s, this.reg, a);
-        } else {
-          const la = this.rmwLin(s);
-          const a = this.readLin(s, la);
-          this.writeLin(s, la, this.getReg(s, this.reg));
-          this.setReg(s, this.reg, a);
-        }
-        return;
-      }
-      case 0x88:
-        this.decodeModrm();
-        this.writeRm(0, this.r8[REG8[this.reg]]);
-        return;
-      case 0x89:
-        this.decodeModrm();
-        if (this.mod === 3) this.setReg(vs, this.rm, this.getReg(vs, this.reg));
-        else this.write(vs, this.eaSeg, this.eaOff, this.getReg(vs, this.reg));
-        return;
-      case 0x8a:
-        this.decodeModrm();
-        this.r8[REG8[this.reg]] = this.readRm(0);
-        return;
-      case 0x8b:
-        this.decodeModrm();
-        if (vs === 2) regs[this.reg] = this.mod === 3 ? regs[this.rm] : this.read(2, this.eaSeg, this.eaOff);
-        else this.setReg(1, this.reg, this.readRm(1));
-        return;
-      case 0x8c: {
-        this.decodeModrm();
-        if (this.reg > 5) this.raiseUd();
-        const v = this.segSel[this.reg];
-        // To a register with 32-bit operand size the upper half is zeroed (modern processors).
-        if (this.mod === 3) this.setReg(vs, this.rm, v);
-        else this.write(1, this.eaSeg, this.eaOff, v);
-        return;
-      }
-      case 0x8d:
-        this.decodeModrm();
-        if (this.mod === 3) this.raiseUd();
-        this.setReg(vs, this.reg, this.eaOff);
-        return;
-      case 0x8e: {
-        this.decodeModrm();
-        if (this.reg === C.CS || this.reg > 5) this.raiseUd();
-        const sel = this.readRm(1);
-        Sys.loadSeg(this, this.reg, sel);
-        if (this.reg === C.SS) this.shadow = 2;
-        return;
-      }
-      case 0x8f: {
-        // POP Ev: an ESP-based address uses ESP after the pop (Intel SDM POP), so decode after moving ESP.
-        const v = this.peek(vs, 0);
-        this.addSp(vs === 2 ? 4 : 2);
-        this.decodeModrm();
-        if (this.reg !== 0) this.raiseUd();
-        this.writeRm(vs, v);
-        return;
-      }
-      case 0x90:
-        if (this.rep === 1) this.pauseHint();
-        return;
-      case 0x91: case 0x92: case 0x93: case 0x94: case 0x95: case 0x96: case 0x97: {
-        const a = this.getReg(vs, 0);
-        this.setReg(vs, 0, this.getReg(vs, op & 7));
-        this.setReg(vs, op & 7, a);
-        return;
-      }
-      case 0x98:
-        if (vs === 2) regs[0] = (regs[0] << 16) >> 16;
-        else this.r16[0] = (regs[0] << 24) >> 24;
-        return;
-      case 0x99:
-        if (vs === 2) regs[2] = regs[0] >> 31;
-        else this.r16[4] = (regs[0] << 16) >> 31;
-        return;
-      case 0x9a: {
-        const off = this.fetchImmV();
-        const sel = this.fetch16();
-        Sys.farCall(this, sel, off, vs);
-        return;
-      }
-      case 0x9b:
-        if ((this.cr0 & (C.CR0_MP | C.CR0_TS)) === (C.CR0_MP | C.CR0_TS)) this.raise(C.EXC_NM);
-        this.x87?.wait?.(this);
-        return;
-      case 0x9c:
-        Sys.pushf(this, vs);
-        return;
-      case 0x9d:
-        Sys.popf(this, vs);
-        return;
-      case 0x9e:
-        this.setArith(this.r8[1], C.SF | C.ZF | C.AF | C.PF | C.CF);
-        return;
-      case 0x9f:
-        this.r8[1] = (this.getFlags() & 0xd5) | 2;
-        return;
-      case 0xa0: case 0xa1: case 0xa2: case 0xa3: {
-        const s = op & 1 ? vs : 0;
-        const off = this.a32 ? this.fetch32() : this.fetch16();
-        const seg = this.segOvr >= 0 ? this.segOvr : C.DS;
-        if (op < 0xa2) this.setReg(s, 0, this.read(s, seg, off));
-        else this.write(s, seg, off, this.getReg(s, 0));
-        return;
-      }
-      case 0xa8:
-        this.logic(this.r8[0] & this.fetch8(), 0);
-        return;
-      case 0xa9:
-        this.logic(this.getReg(vs, 0) & this.fetchImmV(), vs);
-        return;
-      case 0xb0: case 0xb1: case 0xb2: case 0xb3: case 0xb4: case 0xb5: case 0xb6: case 0xb7:
-        this.r8[REG8[op & 7]] = this.fetch8();
-        return;
-      case 0xb8: case 0xb9: case 0xba: case 0xbb: case 0xbc: case 0xbd: case 0xbe: case 0xbf:
-        this.setReg(vs, op & 7, this.fetchImmV());
-        return;
-      case 0xc0: case 0xc1: case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
-        const s = op & 1 ? vs : 0;
-        this.decodeModrm();
-        const count = op < 0xd0 ? this.fetch8() : op < 0xd2 ? 1 : this.r8[4];
-        if (this.mod === 3) this.setReg(s, this.rm, this.shift(this.reg, this.getReg(s, this.rm), count, s));
-        else {
-          const la = this.rmwLin(s);
-          const r = this.shift(this.reg, this.readLin(s, la), count, s);
-          this.writeLin(s, la, r);
-        }
-        return;
-      }
-      case 0xc2: {
-        const n = this.fetch16();
-        const ip = this.pop(vs);
-        this.jumpNear(ip);
-        this.addSp(n);
-        return;
-      }
-      case 0xc3:
-        this.jumpNear(this.pop(vs));
-        return;
-      case 0xc4:
-      case 0xc5: {
-        this.decodeModrm();
-        if (this.mod === 3) this.raiseUd();
-        const off = this.read(vs, this.eaSeg, this.eaOff);
-        const sel = this.read(1, this.eaSeg, (this.eaOff + (vs === 2 ? 4 : 2)) | 0);
-        Sys.loadSeg(this, op === 0xc4 ? C.ES : C.DS, sel);
-        this.setReg(vs, this.reg, off);
-        return;
-      }
-      case 0xc6:
-      case 0xc7: {
-        const s = op & 1 ? vs : 0;
-        this.decodeModrm();
-        if (this.reg !== 0) this.raiseUd();
-        this.writeRm(s, this.fetchImm(s));
-        return;
-      }
-      case 0xc8:
-        Sys.enter(this, this.fetch16(), this.fetch8() & 31, vs);
-        return;
-      case 0xc9: {
-        // LEAVE: ESP = EBP, pop EBP.
-        const v = this.read(vs, C.SS, this.stack32 ? regs[5] : regs[5] & 0xffff);
-        if (this.stack32) regs[4] = (regs[5] + (vs === 2 ? 4 : 2)) | 0;
-        else this.r16[8] = (regs[5] + (vs === 2 ? 4 : 2)) & 0xffff;
-        this.setReg(vs, 5, v);
-        return;
-      }
-      case 0xca:
-        Sys.farReturn(this, vs, this.fetch16());
-        return;
-      case 0xcb:
-        Sys.farReturn(this, vs, 0);
-        return;
-      case 0xcc:
-        Sys.softwareInterrupt(this, 3, true);
-        return;
-      case 0xcd:
-        Sys.softwareInterrupt(this, this.fetch8(), false);
-        return;
-      case 0xce:
-        if (this.getOF()) Sys.softwareInterrupt(this, 4, true);
-        return;
-      case 0xcf:
-        Sys.iret(this, vs);
-        return;
-      case 0xd4: {
-        const imm = this.fetch8();
-        if (imm === 0) this.raise(C.EXC_DE);
-        const al = this.r8[0];
-        this.r8[1] = (al / imm) | 0;
-        this.r8[0] = al % imm;
-        this.resultFlags(this.r8[0], 0, 0);
-        return;
-      }
-      case 0xd5: {
-        const imm = this.fetch8();
-        const r = (this.r8[0] + this.r8[1] * imm) & 0xff;
-        this.r16[0] = r;
-        this.resultFlags(r, 0, 0);
-        return;
-      }
-      case 0xd6:
-        // SALC (undocumented, present on every IA-32 processor): AL = CF ? 0xFF : 0.
-        this.r8[0] = this.getCF() ? 0xff : 0;
-        return;
-      case 0xd7: {
-        const seg = this.segOvr >= 0 ? this.segOvr : C.DS;
-        const off = this.a32 ? (regs[3] + this.r8[0]) | 0 : (regs[3] + this.r8[0]) & 0xffff;
-        this.r8[0] = this.read(0, seg, off);
-        return;
-      }
-      case 0xd8: case 0xd9: case 0xda: case 0xdb: case 0xdc: case 0xdd: case 0xde: case 0xdf: {
-        this.decodeModrm();
-        if (this.cr0 & (C.CR0_EM | C.CR0_TS)) this.raise(C.EXC_NM);
-        const x87 = this.x87;
-        if (!x87 || !x87.escape) this.raiseUd();
-        x87.escape(this, op, this.modrm);
-        return;
-      }
-      case 0xe0: case 0xe1: case 0xe2: {
-        const d = this.fetchS8();
-        let c: number;
-        if (this.a32) c = regs[1] = (regs[1] - 1) | 0;
-        else c = this.r16[2] = (regs[1] - 1) & 0xffff;
-        const zf = op === 0xe2 ? true : this.getZF() === (op === 0xe1);
-        if (c !== 0 && zf) this.jumpRel(d);
-        return;
-      }
-      case 0xe3: {
-        const d = this.fetchS8();
-        if ((this.a32 ? regs[1] : regs[1] & 0xffff) === 0) this.jumpRel(d);
-        return;
-      }
-      case 0xe4: case 0xe5: {
-        const s = op & 1 ? vs : 0;
-        const port = this.fetch8();
-        this.setReg(s, 0, this.portIn(port, s));
-        return;
-      }
-      case 0xe6: case 0xe7: {
-        const s = op & 1 ? vs : 0;
-        const port = this.fetch8();
-        this.portOut(port, s, this.getReg(s, 0));
-        return;
-      }
-      case 0xe8: {
-        const d = this.fetchImmV();
-        this.push(vs, this.eip);
-        this.jumpRel(d);
-        return;
-      }
-      case 0xe9:
-        this.jumpRel(this.fetchImmV());
-        return;
-      case 0xea: {
-        const off = this.fetchImmV();
-        const sel = this.fetch16();
-        Sys.farJump(this, sel, off, vs);
-        return;
-      }
-      case 0xeb:
-        this.jumpRel(this.fetchS8());
-        return;
-      case 0xec: case 0xed: {
-        const s = op & 1 ? vs : 0;
-        this.setReg(s, 0, this.portIn(this.r16[4], s));
-        return;
-      }
-      case 0xee: case 0xef: {
-        const s = op & 1 ? vs : 0;
-        this.portOut(this.r16[4], s, this.getReg(s, 0));
-        return;
-      }
-      case 0xf1:
-        // INT1/ICEBP: a #DB delivered like an external event (no DPL check).
-        Sys.deliverInterrupt(this, C.EXC_DB, false, 0, true, true);
-        return;
-      case 0xf4:
-        if (this.cpl !== 0 && this.protectedModeOrVm()) this.raiseGp(0);
-        this.halted = true;
-        this.exits.hlt++;
-        this.attention = 1;
-        return;
-      case 0xf5:
-        this.setArith(this.getFlags() ^ C.CF, C.CF);
-        return;
-      case 0xf6:
-      case 0xf7:
-        this.group3(op & 1 ? vs : 0);
-        return;
-      case 0xf8:
-        this.setArith(0, C.CF);
-        return;
-      case 0xf9:
-        this.setArith(C.CF, C.CF);
-        return;
-      case 0xfa:
-        Sys.cli(this);
-        return;
-      case 0xfb:
-        Sys.sti(this);
-        return;
-      case 0xfc:
-        this.flags &= ~C.DF;
-        return;
-      case 0xfd:
-        this.flags |= C.DF;
-        return;
-      case 0xfe:
-      case 0xff:
-        this.group45(op === 0xff ? vs : 0);
-        return;
-      default:
-        // 0x82 is handled above; 0xd6 SALC; anything else here is invalid.
-        this.raiseUd();
-    }
+    OPS[op](this, op);
   }
 
   /** @internal true in protected mode, including V86. */
@@ -2171,26 +1744,25 @@ export class Cpu {
       if (this.attention !== 0) {
         this.attention = 0;
         if (this.exitRequested) break;
-        if (!this.checkEvents()) break; // halted with nothing to do
+        if (this.shadow !== 0) {
+          // Interrupt shadow: run exactly one instruction before looking at interrupts again.
+          this.shadow = 0;
+          this.attention = 1;
+        } else if (!this.checkEvents()) break; // halted with nothing to do
       }
       try {
-        // The inner loop runs without per-instruction bookkeeping beyond the counter.
-        while (n < budget) {
+        // The inner loop has no per-instruction bookkeeping beyond the counter.
+        do {
           this.step();
-          n++;
-          this.sliceCount = n;
-          if (this.shadow !== 0) {
-            if (--this.shadow === 0) this.attention = 1;
-          }
-          if (this.attention !== 0) break;
-        }
+          this.sliceCount = ++n;
+        } while (this.attention === 0 && n < budget);
       } catch (e) {
         if (e === CPU_EXCEPTION) {
-          n++;
+          this.sliceCount = ++n;
           this.faultRestore();
           Sys.deliverException(this);
         } else if (e === PAGE_FAULT) {
-          n++;
+          this.sliceCount = ++n;
           this.faultRestore();
           this.cr2 = this.mmu.faultAddress;
           this.excVector = C.EXC_PF;
@@ -2198,7 +1770,6 @@ export class Cpu {
           this.excHasCode = true;
           Sys.deliverException(this);
         } else throw e;
-        this.sliceCount = n;
       }
     }
     this.instructions += n;
@@ -2218,7 +1789,6 @@ export class Cpu {
    */
   checkEvents(): boolean {
     if (this.waitingForSipi) return false;
-    if (this.shadow !== 0) return !this.halted;
     try {
       if (this.nmiPending && !this.nmiBlocked) {
         this.nmiPending = false;
@@ -2297,3 +1867,762 @@ export class Cpu {
     return Math.floor(this.host.now() + this.sliceCount * this.host.nsPerInstruction) + this.tscOffset;
   }
 }
+
+// ---------------------------------------------------------------- one-byte opcode handlers
+
+function op_26(cpu: Cpu, op: number): void {
+  cpu.segOvr = (op >> 3) & 3;
+  cpu.afterPrefix();
+  return;
+}
+
+function op_64(cpu: Cpu, op: number): void {
+  cpu.segOvr = op - 0x60;
+  cpu.afterPrefix();
+  return;
+}
+
+function op_66(cpu: Cpu, _op: number): void {
+  cpu.o32 = !cpu.code32;
+  cpu.afterPrefix();
+  return;
+}
+
+function op_67(cpu: Cpu, _op: number): void {
+  cpu.a32 = !cpu.code32;
+  cpu.afterPrefix();
+  return;
+}
+
+function op_f0(cpu: Cpu, _op: number): void {
+  cpu.lock = true;
+  cpu.afterPrefix();
+  return;
+}
+
+function op_f2(cpu: Cpu, _op: number): void {
+  cpu.rep = 2;
+  cpu.afterPrefix();
+  return;
+}
+
+function op_f3(cpu: Cpu, _op: number): void {
+  cpu.rep = 1;
+  cpu.afterPrefix();
+}
+
+// ALU ops 00-3D: op & 7 selects the form.
+function op_00(cpu: Cpu, op: number): void {
+  const regs = cpu.regs;
+  const vs = cpu.o32 ? 2 : 1;
+  const aop = (op >> 3) & 7;
+  const form = op & 7;
+  const s = form & 1 ? vs : 0;
+  if (form >= 4) {
+    const imm = cpu.fetchImm(s);
+    const r = cpu.alu(aop, cpu.getReg(s, 0), imm, s);
+    if (aop !== 7) cpu.setReg(s, 0, r);
+    return;
+  }
+  cpu.decodeModrm();
+  if (form < 2) {
+    // Eb/Ev op= Gb/Gv
+    if (cpu.mod === 3) {
+      if (s === 2) {
+        const r = cpu.alu(aop, regs[cpu.rm], regs[cpu.reg], 2);
+        if (aop !== 7) regs[cpu.rm] = r;
+        return;
+      }
+      const r = cpu.alu(aop, cpu.getReg(s, cpu.rm), cpu.getReg(s, cpu.reg), s);
+      if (aop !== 7) cpu.setReg(s, cpu.rm, r);
+    } else if (aop === 7) {
+      cpu.alu(7, cpu.read(s, cpu.eaSeg, cpu.eaOff), cpu.getReg(s, cpu.reg), s);
+    } else if (s === 2) {
+      const la = cpu.rmwLin(2);
+      const mmu = cpu.mmu;
+      mmu.write32(la, cpu.alu(aop, mmu.read32(la), regs[cpu.reg], 2));
+    } else {
+      const la = cpu.rmwLin(s);
+      const r = cpu.alu(aop, cpu.readLin(s, la), cpu.getReg(s, cpu.reg), s);
+      cpu.writeLin(s, la, r);
+    }
+  } else if (s === 2) {
+    const r = cpu.alu(aop, regs[cpu.reg], cpu.mod === 3 ? regs[cpu.rm] : cpu.read32(cpu.eaSeg, cpu.eaOff), 2);
+    if (aop !== 7) regs[cpu.reg] = r;
+  } else {
+    const r = cpu.alu(aop, cpu.getReg(s, cpu.reg), cpu.readRm(s), s);
+    if (aop !== 7) cpu.setReg(s, cpu.reg, r);
+  }
+  return;
+}
+
+function op_06(cpu: Cpu, op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  cpu.push(vs, cpu.segSel[op >> 3]);
+  return;
+}
+
+function op_07(cpu: Cpu, op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  const seg = op >> 3;
+  const sel = cpu.peek(vs, 0) & 0xffff;
+  Sys.loadSeg(cpu, seg, sel);
+  cpu.addSp(vs === 2 ? 4 : 2);
+  if (seg === C.SS) cpu.setShadow();
+  return;
+}
+
+function op_0f(cpu: Cpu, _op: number): void {
+  exec0F(cpu);
+  return;
+}
+
+function op_27(cpu: Cpu, _op: number): void {
+  cpu.daa();
+  return;
+}
+
+function op_2f(cpu: Cpu, _op: number): void {
+  cpu.das();
+  return;
+}
+
+function op_37(cpu: Cpu, _op: number): void {
+  cpu.aaa();
+  return;
+}
+
+function op_3f(cpu: Cpu, _op: number): void {
+  cpu.aas();
+  return;
+}
+
+function op_40(cpu: Cpu, op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  cpu.setReg(vs, op & 7, cpu.inc(cpu.getReg(vs, op & 7), vs));
+  return;
+}
+
+function op_48(cpu: Cpu, op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  cpu.setReg(vs, op & 7, cpu.dec(cpu.getReg(vs, op & 7), vs));
+  return;
+}
+
+function op_50(cpu: Cpu, op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  cpu.push(vs, cpu.getReg(vs, op & 7));
+  return;
+}
+
+function op_58(cpu: Cpu, op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  const v = cpu.pop(vs);
+  cpu.setReg(vs, op & 7, v);
+  return;
+}
+
+function op_60(cpu: Cpu, _op: number): void {
+  const regs = cpu.regs;
+  const vs = cpu.o32 ? 2 : 1;
+  // PUSHA: check the whole destination first so a fault leaves ESP intact.
+  const n = vs === 2 ? 4 : 2;
+  const orig = regs[4];
+  const sp = cpu.sp;
+  const base = cpu.stack32 ? (sp - 8 * n) | 0 : (sp - 8 * n) & 0xffff;
+  cpu.mmu.probeWrite(cpu.lin(C.SS, base, 8 * n, true), 8 * n);
+  for (let i = 0; i < 8; i++) cpu.push(vs, i === 4 ? orig : cpu.getReg(vs, i));
+  return;
+}
+
+function op_61(cpu: Cpu, _op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  const n = vs === 2 ? 4 : 2;
+  cpu.mmu.probeRead(cpu.lin(C.SS, cpu.sp, 8 * n, false), 8 * n);
+  for (let i = 7; i >= 0; i--) {
+    const v = cpu.pop(vs);
+    if (i !== 4) cpu.setReg(vs, i, v);
+  }
+  return;
+}
+
+function op_62(cpu: Cpu, _op: number): void {
+  Sys.bound(cpu);
+  return;
+}
+
+function op_63(cpu: Cpu, _op: number): void {
+  Sys.arpl(cpu);
+  return;
+}
+
+function op_68(cpu: Cpu, _op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  cpu.push(vs, cpu.fetchImmV());
+  return;
+}
+
+function op_6a(cpu: Cpu, _op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  cpu.push(vs, cpu.fetchS8());
+  return;
+}
+
+function op_69(cpu: Cpu, op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  cpu.decodeModrm();
+  const a = cpu.readRm(vs);
+  const b = op === 0x69 ? cpu.fetchImmV() : cpu.fetchS8();
+  cpu.setReg(vs, cpu.reg, cpu.imul2(a, b, vs));
+  return;
+}
+
+function op_6c(cpu: Cpu, op: number): void {
+  cpu.stringOp(op);
+  return;
+}
+
+function op_70(cpu: Cpu, op: number): void {
+  const d = cpu.fetchS8();
+  if (cpu.cond(op & 15)) cpu.jumpRel(d);
+  return;
+}
+
+function op_80(cpu: Cpu, op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  const s = op & 1 ? vs : 0;
+  cpu.decodeModrm();
+  const aop = cpu.reg;
+  if (cpu.mod === 3) {
+    const imm = op === 0x83 ? cpu.fetchS8() : cpu.fetchImm(s);
+    if (s === 2) {
+      const regs = cpu.regs;
+      const r = cpu.alu(aop, regs[cpu.rm], imm, 2);
+      if (aop !== 7) regs[cpu.rm] = r;
+      return;
+    }
+    const r = cpu.alu(aop, cpu.getReg(s, cpu.rm), imm, s);
+    if (aop !== 7) cpu.setReg(s, cpu.rm, r);
+  } else if (aop === 7) {
+    const imm = op === 0x83 ? cpu.fetchS8() : cpu.fetchImm(s);
+    cpu.alu(7, cpu.read(s, cpu.eaSeg, cpu.eaOff), imm, s);
+  } else {
+    const imm = op === 0x83 ? cpu.fetchS8() : cpu.fetchImm(s);
+    const la = cpu.rmwLin(s);
+    const r = cpu.alu(aop, cpu.readLin(s, la), imm, s);
+    cpu.writeLin(s, la, r);
+  }
+  return;
+}
+
+function op_84(cpu: Cpu, op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  const s = op & 1 ? vs : 0;
+  cpu.decodeModrm();
+  cpu.logic(cpu.readRm(s) & cpu.getReg(s, cpu.reg), s);
+  return;
+}
+
+function op_86(cpu: Cpu, op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  const s = op & 1 ? vs : 0;
+  cpu.decodeModrm();
+  if (cpu.mod === 3) {
+    const a = cpu.getReg(s, cpu.rm);
+    cpu.setReg(s, cpu.rm, cpu.getReg(s, cpu.reg));
+    cpu.setReg(s, cpu.reg, a);
+  } else {
+    const la = cpu.rmwLin(s);
+    const a = cpu.readLin(s, la);
+    cpu.writeLin(s, la, cpu.getReg(s, cpu.reg));
+    cpu.setReg(s, cpu.reg, a);
+  }
+  return;
+}
+
+function op_88(cpu: Cpu, _op: number): void {
+  cpu.decodeModrm();
+  cpu.writeRm(0, cpu.r8[REG8[cpu.reg]]);
+  return;
+}
+
+function op_89(cpu: Cpu, _op: number): void {
+  const regs = cpu.regs;
+  const vs = cpu.o32 ? 2 : 1;
+  cpu.decodeModrm();
+  if (vs === 2) {
+    if (cpu.mod === 3) regs[cpu.rm] = regs[cpu.reg];
+    else cpu.write32(cpu.eaSeg, cpu.eaOff, regs[cpu.reg]);
+  } else if (cpu.mod === 3) cpu.setReg(vs, cpu.rm, cpu.getReg(vs, cpu.reg));
+  else cpu.write(vs, cpu.eaSeg, cpu.eaOff, cpu.getReg(vs, cpu.reg));
+  return;
+}
+
+function op_8a(cpu: Cpu, _op: number): void {
+  cpu.decodeModrm();
+  cpu.r8[REG8[cpu.reg]] = cpu.readRm(0);
+  return;
+}
+
+function op_8b(cpu: Cpu, _op: number): void {
+  const regs = cpu.regs;
+  const vs = cpu.o32 ? 2 : 1;
+  cpu.decodeModrm();
+  if (vs === 2) regs[cpu.reg] = cpu.mod === 3 ? regs[cpu.rm] : cpu.read32(cpu.eaSeg, cpu.eaOff);
+  else cpu.setReg(1, cpu.reg, cpu.readRm(1));
+  return;
+}
+
+function op_8c(cpu: Cpu, _op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  cpu.decodeModrm();
+  if (cpu.reg > 5) cpu.raiseUd();
+  const v = cpu.segSel[cpu.reg];
+  // To a register with 32-bit operand size the upper half is zeroed (modern processors).
+  if (cpu.mod === 3) cpu.setReg(vs, cpu.rm, v);
+  else cpu.write(1, cpu.eaSeg, cpu.eaOff, v);
+  return;
+}
+
+function op_8d(cpu: Cpu, _op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  cpu.decodeModrm();
+  if (cpu.mod === 3) cpu.raiseUd();
+  cpu.setReg(vs, cpu.reg, cpu.eaOff);
+  return;
+}
+
+function op_8e(cpu: Cpu, _op: number): void {
+  cpu.decodeModrm();
+  if (cpu.reg === C.CS || cpu.reg > 5) cpu.raiseUd();
+  const sel = cpu.readRm(1);
+  Sys.loadSeg(cpu, cpu.reg, sel);
+  if (cpu.reg === C.SS) cpu.setShadow();
+  return;
+}
+
+function op_8f(cpu: Cpu, _op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  // POP Ev: an ESP-based address uses ESP after the pop (Intel SDM POP), so decode after moving ESP.
+  const v = cpu.peek(vs, 0);
+  cpu.addSp(vs === 2 ? 4 : 2);
+  cpu.decodeModrm();
+  if (cpu.reg !== 0) cpu.raiseUd();
+  cpu.writeRm(vs, v);
+  return;
+}
+
+function op_90(cpu: Cpu, _op: number): void {
+  if (cpu.rep === 1) cpu.pauseHint();
+  return;
+}
+
+function op_91(cpu: Cpu, op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  const a = cpu.getReg(vs, 0);
+  cpu.setReg(vs, 0, cpu.getReg(vs, op & 7));
+  cpu.setReg(vs, op & 7, a);
+  return;
+}
+
+function op_98(cpu: Cpu, _op: number): void {
+  const regs = cpu.regs;
+  const vs = cpu.o32 ? 2 : 1;
+  if (vs === 2) regs[0] = (regs[0] << 16) >> 16;
+  else cpu.r16[0] = (regs[0] << 24) >> 24;
+  return;
+}
+
+function op_99(cpu: Cpu, _op: number): void {
+  const regs = cpu.regs;
+  const vs = cpu.o32 ? 2 : 1;
+  if (vs === 2) regs[2] = regs[0] >> 31;
+  else cpu.r16[4] = (regs[0] << 16) >> 31;
+  return;
+}
+
+function op_9a(cpu: Cpu, _op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  const off = cpu.fetchImmV();
+  const sel = cpu.fetch16();
+  Sys.farCall(cpu, sel, off, vs);
+  return;
+}
+
+function op_9b(cpu: Cpu, _op: number): void {
+  if ((cpu.cr0 & (C.CR0_MP | C.CR0_TS)) === (C.CR0_MP | C.CR0_TS)) cpu.raise(C.EXC_NM);
+  cpu.x87?.wait?.(cpu);
+  return;
+}
+
+function op_9c(cpu: Cpu, _op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  Sys.pushf(cpu, vs);
+  return;
+}
+
+function op_9d(cpu: Cpu, _op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  Sys.popf(cpu, vs);
+  return;
+}
+
+function op_9e(cpu: Cpu, _op: number): void {
+  cpu.setArith(cpu.r8[1], C.SF | C.ZF | C.AF | C.PF | C.CF);
+  return;
+}
+
+function op_9f(cpu: Cpu, _op: number): void {
+  cpu.r8[1] = (cpu.getFlags() & 0xd5) | 2;
+  return;
+}
+
+function op_a0(cpu: Cpu, op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  const s = op & 1 ? vs : 0;
+  const off = cpu.a32 ? cpu.fetch32() : cpu.fetch16();
+  const seg = cpu.segOvr >= 0 ? cpu.segOvr : C.DS;
+  if (op < 0xa2) cpu.setReg(s, 0, cpu.read(s, seg, off));
+  else cpu.write(s, seg, off, cpu.getReg(s, 0));
+  return;
+}
+
+function op_a8(cpu: Cpu, _op: number): void {
+  cpu.logic(cpu.r8[0] & cpu.fetch8(), 0);
+  return;
+}
+
+function op_a9(cpu: Cpu, _op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  cpu.logic(cpu.getReg(vs, 0) & cpu.fetchImmV(), vs);
+  return;
+}
+
+function op_b0(cpu: Cpu, op: number): void {
+  cpu.r8[REG8[op & 7]] = cpu.fetch8();
+  return;
+}
+
+function op_b8(cpu: Cpu, op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  cpu.setReg(vs, op & 7, cpu.fetchImmV());
+  return;
+}
+
+function op_c0(cpu: Cpu, op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  const s = op & 1 ? vs : 0;
+  cpu.decodeModrm();
+  const count = op < 0xd0 ? cpu.fetch8() : op < 0xd2 ? 1 : cpu.r8[4];
+  if (cpu.mod === 3) cpu.setReg(s, cpu.rm, cpu.shift(cpu.reg, cpu.getReg(s, cpu.rm), count, s));
+  else {
+    const la = cpu.rmwLin(s);
+    const r = cpu.shift(cpu.reg, cpu.readLin(s, la), count, s);
+    cpu.writeLin(s, la, r);
+  }
+  return;
+}
+
+function op_c2(cpu: Cpu, _op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  const n = cpu.fetch16();
+  const ip = cpu.pop(vs);
+  cpu.jumpNear(ip);
+  cpu.addSp(n);
+  return;
+}
+
+function op_c3(cpu: Cpu, _op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  cpu.jumpNear(cpu.pop(vs));
+  return;
+}
+
+function op_c4(cpu: Cpu, op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  cpu.decodeModrm();
+  if (cpu.mod === 3) cpu.raiseUd();
+  const off = cpu.read(vs, cpu.eaSeg, cpu.eaOff);
+  const sel = cpu.read(1, cpu.eaSeg, (cpu.eaOff + (vs === 2 ? 4 : 2)) | 0);
+  Sys.loadSeg(cpu, op === 0xc4 ? C.ES : C.DS, sel);
+  cpu.setReg(vs, cpu.reg, off);
+  return;
+}
+
+function op_c6(cpu: Cpu, op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  const s = op & 1 ? vs : 0;
+  cpu.decodeModrm();
+  if (cpu.reg !== 0) cpu.raiseUd();
+  if (cpu.mod !== 3) {
+    // The immediate follows the displacement: fetch it before the write.
+    if (s === 0) cpu.write8(cpu.eaSeg, cpu.eaOff, cpu.fetch8());
+    else if (s === 2) cpu.write32(cpu.eaSeg, cpu.eaOff, cpu.fetch32());
+    else cpu.write(1, cpu.eaSeg, cpu.eaOff, cpu.fetch16());
+    return;
+  }
+  cpu.setReg(s, cpu.rm, cpu.fetchImm(s));
+}
+
+function op_c8(cpu: Cpu, _op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  Sys.enter(cpu, cpu.fetch16(), cpu.fetch8() & 31, vs);
+  return;
+}
+
+function op_c9(cpu: Cpu, _op: number): void {
+  const regs = cpu.regs;
+  const vs = cpu.o32 ? 2 : 1;
+  // LEAVE: ESP = EBP, pop EBP.
+  const v = cpu.read(vs, C.SS, cpu.stack32 ? regs[5] : regs[5] & 0xffff);
+  if (cpu.stack32) regs[4] = (regs[5] + (vs === 2 ? 4 : 2)) | 0;
+  else cpu.r16[8] = (regs[5] + (vs === 2 ? 4 : 2)) & 0xffff;
+  cpu.setReg(vs, 5, v);
+  return;
+}
+
+function op_ca(cpu: Cpu, _op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  Sys.farReturn(cpu, vs, cpu.fetch16());
+  return;
+}
+
+function op_cb(cpu: Cpu, _op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  Sys.farReturn(cpu, vs, 0);
+  return;
+}
+
+function op_cc(cpu: Cpu, _op: number): void {
+  Sys.softwareInterrupt(cpu, 3, true);
+  return;
+}
+
+function op_cd(cpu: Cpu, _op: number): void {
+  Sys.softwareInterrupt(cpu, cpu.fetch8(), false);
+  return;
+}
+
+function op_ce(cpu: Cpu, _op: number): void {
+  if (cpu.getOF()) Sys.softwareInterrupt(cpu, 4, true);
+  return;
+}
+
+function op_cf(cpu: Cpu, _op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  Sys.iret(cpu, vs);
+  return;
+}
+
+function op_d4(cpu: Cpu, _op: number): void {
+  const imm = cpu.fetch8();
+  if (imm === 0) cpu.raise(C.EXC_DE);
+  const al = cpu.r8[0];
+  cpu.r8[1] = (al / imm) | 0;
+  cpu.r8[0] = al % imm;
+  cpu.resultFlags(cpu.r8[0], 0, 0);
+  return;
+}
+
+function op_d5(cpu: Cpu, _op: number): void {
+  const imm = cpu.fetch8();
+  const r = (cpu.r8[0] + cpu.r8[1] * imm) & 0xff;
+  cpu.r16[0] = r;
+  cpu.resultFlags(r, 0, 0);
+  return;
+}
+
+function op_d6(cpu: Cpu, _op: number): void {
+  // SALC (undocumented, present on every IA-32 processor): AL = CF ? 0xFF : 0.
+  cpu.r8[0] = cpu.getCF() ? 0xff : 0;
+  return;
+}
+
+function op_d7(cpu: Cpu, _op: number): void {
+  const regs = cpu.regs;
+  const seg = cpu.segOvr >= 0 ? cpu.segOvr : C.DS;
+  const off = cpu.a32 ? (regs[3] + cpu.r8[0]) | 0 : (regs[3] + cpu.r8[0]) & 0xffff;
+  cpu.r8[0] = cpu.read(0, seg, off);
+  return;
+}
+
+function op_d8(cpu: Cpu, op: number): void {
+  cpu.decodeModrm();
+  if (cpu.cr0 & (C.CR0_EM | C.CR0_TS)) cpu.raise(C.EXC_NM);
+  const x87 = cpu.x87;
+  if (!x87 || !x87.escape) cpu.raiseUd();
+  x87.escape(cpu, op, cpu.modrm);
+  return;
+}
+
+function op_e0(cpu: Cpu, op: number): void {
+  const regs = cpu.regs;
+  const d = cpu.fetchS8();
+  let c: number;
+  if (cpu.a32) c = regs[1] = (regs[1] - 1) | 0;
+  else c = cpu.r16[2] = (regs[1] - 1) & 0xffff;
+  const zf = op === 0xe2 ? true : cpu.getZF() === (op === 0xe1);
+  if (c !== 0 && zf) cpu.jumpRel(d);
+  return;
+}
+
+function op_e3(cpu: Cpu, _op: number): void {
+  const regs = cpu.regs;
+  const d = cpu.fetchS8();
+  if ((cpu.a32 ? regs[1] : regs[1] & 0xffff) === 0) cpu.jumpRel(d);
+  return;
+}
+
+function op_e4(cpu: Cpu, op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  const s = op & 1 ? vs : 0;
+  const port = cpu.fetch8();
+  cpu.setReg(s, 0, cpu.portIn(port, s));
+  return;
+}
+
+function op_e6(cpu: Cpu, op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  const s = op & 1 ? vs : 0;
+  const port = cpu.fetch8();
+  cpu.portOut(port, s, cpu.getReg(s, 0));
+  return;
+}
+
+function op_e8(cpu: Cpu, _op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  const d = cpu.fetchImmV();
+  cpu.push(vs, cpu.eip);
+  cpu.jumpRel(d);
+  return;
+}
+
+function op_e9(cpu: Cpu, _op: number): void {
+  cpu.jumpRel(cpu.fetchImmV());
+  return;
+}
+
+function op_ea(cpu: Cpu, _op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  const off = cpu.fetchImmV();
+  const sel = cpu.fetch16();
+  Sys.farJump(cpu, sel, off, vs);
+  return;
+}
+
+function op_eb(cpu: Cpu, _op: number): void {
+  cpu.jumpRel(cpu.fetchS8());
+  return;
+}
+
+function op_ec(cpu: Cpu, op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  const s = op & 1 ? vs : 0;
+  cpu.setReg(s, 0, cpu.portIn(cpu.r16[4], s));
+  return;
+}
+
+function op_ee(cpu: Cpu, op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  const s = op & 1 ? vs : 0;
+  cpu.portOut(cpu.r16[4], s, cpu.getReg(s, 0));
+  return;
+}
+
+function op_f1(cpu: Cpu, _op: number): void {
+  // INT1/ICEBP: a #DB delivered like an external event (no DPL check).
+  Sys.deliverInterrupt(cpu, C.EXC_DB, false, 0, true, true);
+  return;
+}
+
+function op_f4(cpu: Cpu, _op: number): void {
+  if (cpu.cpl !== 0 && cpu.protectedModeOrVm()) cpu.raiseGp(0);
+  cpu.halted = true;
+  cpu.exits.hlt++;
+  cpu.attention = 1;
+  return;
+}
+
+function op_f5(cpu: Cpu, _op: number): void {
+  cpu.setArith(cpu.getFlags() ^ C.CF, C.CF);
+  return;
+}
+
+function op_f6(cpu: Cpu, op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  cpu.group3(op & 1 ? vs : 0);
+  return;
+}
+
+function op_f8(cpu: Cpu, _op: number): void {
+  cpu.setArith(0, C.CF);
+  return;
+}
+
+function op_f9(cpu: Cpu, _op: number): void {
+  cpu.setArith(C.CF, C.CF);
+  return;
+}
+
+function op_fa(cpu: Cpu, _op: number): void {
+  Sys.cli(cpu);
+  return;
+}
+
+function op_fb(cpu: Cpu, _op: number): void {
+  Sys.sti(cpu);
+  return;
+}
+
+function op_fc(cpu: Cpu, _op: number): void {
+  cpu.flags &= ~C.DF;
+  return;
+}
+
+function op_fd(cpu: Cpu, _op: number): void {
+  cpu.flags |= C.DF;
+  return;
+}
+
+function op_fe(cpu: Cpu, op: number): void {
+  const vs = cpu.o32 ? 2 : 1;
+  cpu.group45(op === 0xff ? vs : 0);
+  return;
+}
+
+
+/** One-byte opcode map: handler per opcode (a table so each handler is small enough for V8 to inline its helpers). */
+const OPS: ((cpu: Cpu, op: number) => void)[] = [
+  op_00, op_00, op_00, op_00, op_00, op_00, op_06, op_07,
+  op_00, op_00, op_00, op_00, op_00, op_00, op_06, op_0f,
+  op_00, op_00, op_00, op_00, op_00, op_00, op_06, op_07,
+  op_00, op_00, op_00, op_00, op_00, op_00, op_06, op_07,
+  op_00, op_00, op_00, op_00, op_00, op_00, op_26, op_27,
+  op_00, op_00, op_00, op_00, op_00, op_00, op_26, op_2f,
+  op_00, op_00, op_00, op_00, op_00, op_00, op_26, op_37,
+  op_00, op_00, op_00, op_00, op_00, op_00, op_26, op_3f,
+  op_40, op_40, op_40, op_40, op_40, op_40, op_40, op_40,
+  op_48, op_48, op_48, op_48, op_48, op_48, op_48, op_48,
+  op_50, op_50, op_50, op_50, op_50, op_50, op_50, op_50,
+  op_58, op_58, op_58, op_58, op_58, op_58, op_58, op_58,
+  op_60, op_61, op_62, op_63, op_64, op_64, op_66, op_67,
+  op_68, op_69, op_6a, op_69, op_6c, op_6c, op_6c, op_6c,
+  op_70, op_70, op_70, op_70, op_70, op_70, op_70, op_70,
+  op_70, op_70, op_70, op_70, op_70, op_70, op_70, op_70,
+  op_80, op_80, op_80, op_80, op_84, op_84, op_86, op_86,
+  op_88, op_89, op_8a, op_8b, op_8c, op_8d, op_8e, op_8f,
+  op_90, op_91, op_91, op_91, op_91, op_91, op_91, op_91,
+  op_98, op_99, op_9a, op_9b, op_9c, op_9d, op_9e, op_9f,
+  op_a0, op_a0, op_a0, op_a0, op_6c, op_6c, op_6c, op_6c,
+  op_a8, op_a9, op_6c, op_6c, op_6c, op_6c, op_6c, op_6c,
+  op_b0, op_b0, op_b0, op_b0, op_b0, op_b0, op_b0, op_b0,
+  op_b8, op_b8, op_b8, op_b8, op_b8, op_b8, op_b8, op_b8,
+  op_c0, op_c0, op_c2, op_c3, op_c4, op_c4, op_c6, op_c6,
+  op_c8, op_c9, op_ca, op_cb, op_cc, op_cd, op_ce, op_cf,
+  op_c0, op_c0, op_c0, op_c0, op_d4, op_d5, op_d6, op_d7,
+  op_d8, op_d8, op_d8, op_d8, op_d8, op_d8, op_d8, op_d8,
+  op_e0, op_e0, op_e0, op_e3, op_e4, op_e4, op_e6, op_e6,
+  op_e8, op_e9, op_ea, op_eb, op_ec, op_ec, op_ee, op_ee,
+  op_f0, op_f1, op_f2, op_f3, op_f4, op_f5, op_f6, op_f6,
+  op_f8, op_f9, op_fa, op_fb, op_fc, op_fd, op_fe, op_fe,
+];

@@ -449,7 +449,7 @@ export function sti(cpu: Cpu): void {
   }
   if ((cpu.flags & C.IF) === 0) {
     cpu.flags |= C.IF;
-    cpu.shadow = 2;
+    cpu.setShadow();
   }
 }
 

@@ -87,6 +87,12 @@ export class Mmu {
   private readonly tagWU = new Int32Array(TLB_SIZE).fill(-1);
   private readonly tagXS = new Int32Array(TLB_SIZE).fill(-1);
   private readonly tagXU = new Int32Array(TLB_SIZE).fill(-1);
+  /** Page of the last instruction fetch (a one-entry cache in front of the execute tags), or -1. */
+  fetchVpn = -1;
+  /** Host chunk of {@link Mmu.fetchVpn}. */
+  fetchMem: Uint8Array = new Uint8Array(0);
+  /** Byte offset of {@link Mmu.fetchVpn}'s page in {@link Mmu.fetchMem}. */
+  fetchOff = 0;
   /** Current read tags (supervisor or user set). */
   tagR = this.tagRS;
   /** Current write tags. */
@@ -128,6 +134,7 @@ export class Mmu {
   /** Selects supervisor (CPL 0-2) or user (CPL 3) permission checks. */
   setUser(user: boolean): void {
     this.user = user;
+    this.fetchVpn = -1;
     this.tagR = user ? this.tagRU : this.tagRS;
     this.tagW = user ? this.tagWU : this.tagWS;
     this.tagX = user ? this.tagXU : this.tagXS;
@@ -229,6 +236,7 @@ export class Mmu {
   }
 
   private clearEntry(i: number): void {
+    this.fetchVpn = -1;
     this.tagRS[i] = -1;
     this.tagRU[i] = -1;
     this.tagWS[i] = -1;
@@ -525,8 +533,14 @@ export class Mmu {
   /** Fetches an instruction byte at linear `la` (execute permission). */
   fetch8(la: number): number {
     const vpn = la >>> 12;
+    if (vpn === this.fetchVpn) return this.fetchMem[this.fetchOff + (la & 0xfff)];
     const i = vpn & TLB_MASK;
-    if (this.tagX[i] === vpn) return this.mem[i][this.off[i] + (la & 0xfff)];
+    if (this.tagX[i] === vpn) {
+      this.fetchVpn = vpn;
+      this.fetchMem = this.mem[i];
+      this.fetchOff = this.off[i];
+      return this.mem[i][this.off[i] + (la & 0xfff)];
+    }
     return this.fetch8Slow(la);
   }
 
