@@ -1,5 +1,5 @@
 import type { AccessSize, LegacyInterruptController } from "@typevisor/hv-core";
-import { Mmu, PAGE_FAULT, type PhysicalMemory } from "@typevisor/mmu-ept";
+import { Mmu, PAGE_FAULT, TLB_SIZE, type PhysicalMemory } from "@typevisor/mmu-ept";
 import * as C from "./constants.js";
 import type { CpuExtension } from "./extensions.js";
 import { exec0F } from "./ops-0f.js";
@@ -1283,7 +1283,7 @@ export class Cpu {
   /** Sets EIP to `eip` (truncated to 16 bits for 16-bit operand size) after the CS limit check. */
   jumpNear(eip: number): void {
     if (!this.o32) eip &= 0xffff;
-    if (eip >>> 0 > this.segLimit[C.CS] >>> 0) this.raiseGp(0);
+    if (eip >>> 0 > this.csLimit) this.raiseGp(0);
     this.eip = eip;
   }
 
@@ -1938,8 +1938,18 @@ function op_00(cpu: Cpu, op: number): void {
     } else if (aop === 7) {
       cpu.alu(7, cpu.read(s, cpu.eaSeg, cpu.eaOff), cpu.getReg(s, cpu.reg), s);
     } else if (s === 2) {
-      const la = cpu.rmwLin(2);
+      const la = cpu.lin(cpu.eaSeg, cpu.eaOff, 4, true);
       const mmu = cpu.mmu;
+      const vpn = la >>> 12;
+      const i = vpn & (TLB_SIZE - 1);
+      if (mmu.tagW[i] === vpn && (la & 3) === 0) {
+        // Aligned dword in a cached writable page: one TLB lookup for the read and the write.
+        const m = mmu.mem32[i];
+        const a = (mmu.off[i] + (la & 0xfff)) >> 2;
+        m[a] = cpu.alu(aop, m[a], regs[cpu.reg], 2);
+        return;
+      }
+      mmu.probeWrite(la, 4);
       mmu.write32(la, cpu.alu(aop, mmu.read32(la), regs[cpu.reg], 2));
     } else {
       const la = cpu.rmwLin(s);
@@ -2082,11 +2092,6 @@ function op_6c(cpu: Cpu, op: number): void {
   return;
 }
 
-function op_70(cpu: Cpu, op: number): void {
-  const d = cpu.fetchS8();
-  if (cpu.cond(op & 15)) cpu.jumpRel(d);
-  return;
-}
 
 function op_80(cpu: Cpu, op: number): void {
   const vs = cpu.o32 ? 2 : 1;
@@ -2591,7 +2596,108 @@ function op_fe(cpu: Cpu, op: number): void {
 }
 
 
-/** One-byte opcode map: handler per opcode (a table so each handler is small enough for V8 to inline its helpers). */
+function jcc8_0(cpu: Cpu, _op: number): void {
+  const d = cpu.fetchS8();
+  if (cpu.getOF()) cpu.jumpRel(d);
+}
+
+function jcc8_1(cpu: Cpu, _op: number): void {
+  const d = cpu.fetchS8();
+  if (!cpu.getOF()) cpu.jumpRel(d);
+}
+
+function jcc8_2(cpu: Cpu, _op: number): void {
+  const d = cpu.fetchS8();
+  if (cpu.getCF() !== 0) cpu.jumpRel(d);
+}
+
+function jcc8_3(cpu: Cpu, _op: number): void {
+  const d = cpu.fetchS8();
+  if (cpu.getCF() === 0) cpu.jumpRel(d);
+}
+
+function jcc8_4(cpu: Cpu, _op: number): void {
+  const d = cpu.fetchS8();
+  if (cpu.getZF()) cpu.jumpRel(d);
+}
+
+function jcc8_5(cpu: Cpu, _op: number): void {
+  const d = cpu.fetchS8();
+  if (!cpu.getZF()) cpu.jumpRel(d);
+}
+
+function jcc8_6(cpu: Cpu, _op: number): void {
+  const d = cpu.fetchS8();
+  if (cpu.getCF() !== 0 || cpu.getZF()) cpu.jumpRel(d);
+}
+
+function jcc8_7(cpu: Cpu, _op: number): void {
+  const d = cpu.fetchS8();
+  if (cpu.getCF() === 0 && !cpu.getZF()) cpu.jumpRel(d);
+}
+
+function jcc8_8(cpu: Cpu, _op: number): void {
+  const d = cpu.fetchS8();
+  if (cpu.getSF()) cpu.jumpRel(d);
+}
+
+function jcc8_9(cpu: Cpu, _op: number): void {
+  const d = cpu.fetchS8();
+  if (!cpu.getSF()) cpu.jumpRel(d);
+}
+
+function jcc8_a(cpu: Cpu, _op: number): void {
+  const d = cpu.fetchS8();
+  if (cpu.getPF()) cpu.jumpRel(d);
+}
+
+function jcc8_b(cpu: Cpu, _op: number): void {
+  const d = cpu.fetchS8();
+  if (!cpu.getPF()) cpu.jumpRel(d);
+}
+
+function jcc8_c(cpu: Cpu, _op: number): void {
+  const d = cpu.fetchS8();
+  if (cpu.getSF() !== cpu.getOF()) cpu.jumpRel(d);
+}
+
+function jcc8_d(cpu: Cpu, _op: number): void {
+  const d = cpu.fetchS8();
+  if (cpu.getSF() === cpu.getOF()) cpu.jumpRel(d);
+}
+
+function jcc8_e(cpu: Cpu, _op: number): void {
+  const d = cpu.fetchS8();
+  if (cpu.getZF() || cpu.getSF() !== cpu.getOF()) cpu.jumpRel(d);
+}
+
+function jcc8_f(cpu: Cpu, _op: number): void {
+  const d = cpu.fetchS8();
+  if (!cpu.getZF() && cpu.getSF() === cpu.getOF()) cpu.jumpRel(d);
+}
+
+/** INC r32 (40+r with 32-bit operands) without the size dispatch. */
+function incReg(cpu: Cpu, op: number): void {
+  if (!cpu.o32) {
+    op_40(cpu, op);
+    return;
+  }
+  const r = op & 7;
+  cpu.regs[r] = cpu.inc(cpu.regs[r], 2);
+}
+
+/** DEC r32 (48+r). */
+function decReg(cpu: Cpu, op: number): void {
+  if (!cpu.o32) {
+    op_48(cpu, op);
+    return;
+  }
+  const r = op & 7;
+  cpu.regs[r] = cpu.dec(cpu.regs[r], 2);
+}
+
+
+/** One-byte opcode map: a handler per opcode (each small enough for V8 to inline its helpers). */
 const OPS: ((cpu: Cpu, op: number) => void)[] = [
   op_00, op_00, op_00, op_00, op_00, op_00, op_06, op_07,
   op_00, op_00, op_00, op_00, op_00, op_00, op_06, op_0f,
@@ -2601,14 +2707,14 @@ const OPS: ((cpu: Cpu, op: number) => void)[] = [
   op_00, op_00, op_00, op_00, op_00, op_00, op_26, op_2f,
   op_00, op_00, op_00, op_00, op_00, op_00, op_26, op_37,
   op_00, op_00, op_00, op_00, op_00, op_00, op_26, op_3f,
-  op_40, op_40, op_40, op_40, op_40, op_40, op_40, op_40,
-  op_48, op_48, op_48, op_48, op_48, op_48, op_48, op_48,
+  incReg, incReg, incReg, incReg, incReg, incReg, incReg, incReg,
+  decReg, decReg, decReg, decReg, decReg, decReg, decReg, decReg,
   op_50, op_50, op_50, op_50, op_50, op_50, op_50, op_50,
   op_58, op_58, op_58, op_58, op_58, op_58, op_58, op_58,
   op_60, op_61, op_62, op_63, op_64, op_64, op_66, op_67,
   op_68, op_69, op_6a, op_69, op_6c, op_6c, op_6c, op_6c,
-  op_70, op_70, op_70, op_70, op_70, op_70, op_70, op_70,
-  op_70, op_70, op_70, op_70, op_70, op_70, op_70, op_70,
+  jcc8_0, jcc8_1, jcc8_2, jcc8_3, jcc8_4, jcc8_5, jcc8_6, jcc8_7,
+  jcc8_8, jcc8_9, jcc8_a, jcc8_b, jcc8_c, jcc8_d, jcc8_e, jcc8_f,
   op_80, op_80, op_80, op_80, op_84, op_84, op_86, op_86,
   op_88, op_89, op_8a, op_8b, op_8c, op_8d, op_8e, op_8f,
   op_90, op_91, op_91, op_91, op_91, op_91, op_91, op_91,
