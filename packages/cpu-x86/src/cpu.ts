@@ -257,6 +257,12 @@ export class Cpu {
    * Linux `int 0x80` system calls in tests); return true when handled.
    */
   softIntHook: ((vector: number) => boolean) | undefined;
+  /**
+   * Exception intercept (like VMX's exception bitmap): called before an
+   * exception is delivered, with EIP at the faulting instruction; return
+   * true to swallow it (the hook has handled it, e.g. by stopping the vCPU).
+   */
+  exceptionExit: ((vector: number, code: number) => boolean) | undefined;
   /** Trap-and-emulate exit counters. */
   readonly exits = { io: 0, mmio: 0, hlt: 0, cpuid: 0, msr: 0, shutdown: 0 };
   /** Scratch for 64-bit values (lo, hi). */

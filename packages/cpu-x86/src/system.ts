@@ -546,6 +546,7 @@ export function deliverException(cpu: Cpu): void {
   let vec = cpu.excVector;
   let hasCode = cpu.excHasCode || hasErrorCode(vec);
   let code = cpu.excHasCode ? cpu.excCode : 0;
+  if (cpu.exceptionExit && cpu.exceptionExit(vec, code)) return;
   for (;;) {
     try {
       cpu.delivering = vec;

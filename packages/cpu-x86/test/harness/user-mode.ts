@@ -9,6 +9,8 @@ import { Cpu, loadElf32 } from "../../src/index.js";
 export interface UserRun {
   stdout: Uint8Array;
   exitCode: number;
+  /** The signal Linux would have sent for the first exception (SIGSEGV for #GP, SIGBUS for #SS/#NP, ...), if one happened. */
+  signal?: string;
   instructions: number;
   cpu: Cpu;
 }
@@ -44,6 +46,21 @@ export function runUserElf(elf: Uint8Array, maxInstructions = 50_000_000): UserR
   cpu.idtLimit = 0; // any exception escalates to a triple fault, which we report
   const out: number[] = [];
   let exitCode = -1;
+  let signal: string | undefined;
+  // Linux's signal for each exception vector (arch/x86/kernel/traps.c).
+  const SIGNALS: Record<number, string> = { 0: "SIGFPE", 4: "SIGSEGV", 5: "SIGSEGV", 6: "SIGILL", 11: "SIGBUS", 12: "SIGBUS", 13: "SIGSEGV", 14: "SIGSEGV", 17: "SIGBUS" };
+  cpu.exceptionExit = (vector) => {
+    signal = SIGNALS[vector] ?? `vector ${vector}`;
+    exitCode = 128;
+    cpu.requestExit();
+    return true;
+  };
+  // modify_ldt(2): an LDT in guest memory, filled the way Linux's fill_ldt() encodes a user_desc.
+  const LDT = 0x1000;
+  cpu.ldtrSel = 0x8;
+  cpu.ldtrBase = LDT;
+  cpu.ldtrLimit = 8191 * 8 + 7;
+  cpu.ldtrAttr = 0x82;
   cpu.softIntHook = (vector) => {
     if (vector !== 0x80) return false;
     const nr = cpu.regs[0];
@@ -55,6 +72,24 @@ export function runUserElf(elf: Uint8Array, maxInstructions = 50_000_000): UserR
       const len = cpu.regs[2] >>> 0;
       for (let i = 0; i < len; i++) out.push(cpu.mmu.read8((buf + i) | 0));
       cpu.regs[0] = len;
+    } else if (nr === 123 && cpu.regs[3] === 1) {
+      const p = cpu.regs[1];
+      const entry = cpu.mmu.read32(p);
+      const base = cpu.mmu.read32(p + 4);
+      const limit = cpu.mmu.read32(p + 8);
+      const f = cpu.mmu.read32(p + 12);
+      const contents = (f >> 1) & 3;
+      if (entry >>> 0 >= 8192 || contents === 3) {
+        cpu.regs[0] = -22;
+        return true;
+      }
+      const type = (((f >> 3) & 1) ^ 1) << 1 | (contents << 2) | 1;
+      const access = 0x10 | type | (3 << 5) | ((((f >> 5) & 1) ^ 1) << 7);
+      const lo = (limit & 0xffff) | ((base & 0xffff) << 16);
+      const hi = ((base >>> 16) & 0xff) | (access << 8) | (limit & 0xf0000) | (((f >> 6) & 1) << 20) | ((f & 1) << 22) | (((f >> 4) & 1) << 23) | (base & 0xff000000);
+      memory.writeU32(LDT + entry * 8, lo >>> 0);
+      memory.writeU32(LDT + entry * 8 + 4, hi >>> 0);
+      cpu.regs[0] = 0;
     } else cpu.regs[0] = -38; // ENOSYS
     return true;
   };
@@ -63,5 +98,5 @@ export function runUserElf(elf: Uint8Array, maxInstructions = 50_000_000): UserR
     total += cpu.runSlice(1_000_000);
     if (total > maxInstructions) throw new Error(`guest did not exit within ${maxInstructions} instructions (eip 0x${(cpu.eip >>> 0).toString(16)})`);
   }
-  return { stdout: Uint8Array.from(out), exitCode, instructions: total, cpu };
+  return { stdout: Uint8Array.from(out), exitCode, signal, instructions: total, cpu };
 }
