@@ -14,10 +14,34 @@ export class CpuExceptionSignal {
 /** The exception signal the CPU throws internally. */
 export const CPU_EXCEPTION = new CpuExceptionSignal();
 
+/** The port-I/O space as the CPU uses it (the machine's `PortIoBus` fits). */
+export interface PortAccess {
+  /** Reads `size` bytes from `port`. */
+  read(port: number, size: AccessSize): number;
+  /** Writes the low `size` bytes of `value` to `port`. */
+  write(port: number, size: AccessSize, value: number): void;
+}
+
+/** Counters of the trap-and-emulate exits a vCPU took. */
+export interface ExitCounters {
+  /** Port I/O instructions (IN, OUT, INS, OUTS). */
+  io: number;
+  /** Accesses that went to the MMIO bus. */
+  mmio: number;
+  /** HLT instructions. */
+  hlt: number;
+  /** CPUID instructions. */
+  cpuid: number;
+  /** RDMSR/WRMSR instructions. */
+  msr: number;
+  /** Shutdowns (triple faults). */
+  shutdown: number;
+}
+
 /** What a vCPU needs from its machine: port I/O, time, the PIC, and where shutdowns go. */
 export interface CpuHost {
   /** The port-I/O bus (trap-and-emulate exit for IN/OUT/INS/OUTS). */
-  readonly ports: { read(port: number, size: AccessSize): number; write(port: number, size: AccessSize, value: number): void };
+  readonly ports: PortAccess;
   /** Virtual time in ns (RDTSC), excluding instructions retired in the current slice. */
   now(): number;
   /** Virtual ns per instruction when time is deterministic (RDTSC adds in-slice progress), else 0. */
@@ -264,7 +288,7 @@ export class Cpu {
    */
   exceptionExit: ((vector: number, code: number) => boolean) | undefined;
   /** Trap-and-emulate exit counters. */
-  readonly exits = { io: 0, mmio: 0, hlt: 0, cpuid: 0, msr: 0, shutdown: 0 };
+  readonly exits: ExitCounters = { io: 0, mmio: 0, hlt: 0, cpuid: 0, msr: 0, shutdown: 0 };
   /** Scratch for 64-bit values (lo, hi). */
   readonly tmp64 = new Int32Array(2);
   /** @internal */

@@ -4,12 +4,24 @@ import type { PhysicalMemory } from "@typevisor/mmu-ept";
 /** Raised for a file that is not a loadable 32-bit little-endian x86 ELF executable; names the field and offset. */
 export class ElfError extends TypevisorError {}
 
+/** One PT_LOAD segment of an ELF file. */
+export interface ElfSegment {
+  /** Virtual address (p_vaddr). */
+  vaddr: number;
+  /** Physical address (p_paddr), where the loader puts it. */
+  paddr: number;
+  /** The bytes from the file (p_filesz of them). */
+  data: Uint8Array;
+  /** Size in memory (p_memsz); the part beyond the file bytes is zero-filled (bss). */
+  memsz: number;
+}
+
 /** A parsed 32-bit ELF executable. */
 export interface ElfImage {
   /** Entry point (e_entry). */
   entry: number;
-  /** PT_LOAD segments: virtual and physical address, file bytes, size in memory (bss is zero-filled). */
-  segments: { vaddr: number; paddr: number; data: Uint8Array; memsz: number }[];
+  /** The PT_LOAD segments. */
+  segments: ElfSegment[];
 }
 
 /** Upper bound on program headers we accept (the file is untrusted). */

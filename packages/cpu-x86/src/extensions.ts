@@ -1,6 +1,14 @@
 import type { Snapshottable } from "@typevisor/hv-core";
 import type { Cpu } from "./cpu.js";
 
+/** An interrupt source a unit offers (a local APIC): checked at instruction boundaries when IF=1. */
+export interface InterruptSource {
+  /** True while an interrupt is ready to be delivered. */
+  hasInterrupt(): boolean;
+  /** Accepts the highest-priority interrupt and returns its vector. */
+  acknowledge(): number;
+}
+
 /**
  * An optional execution unit plugged into a {@link Cpu}: the x87 FPU,
  * MMX/SSE/SSE2, the local APIC. The integer core dispatches to units at
@@ -32,7 +40,7 @@ export interface CpuExtension {
   /** Writes MSR `index`; false if not this unit's. May raise #GP via `cpu.raiseGp`. */
   wrmsr?(cpu: Cpu, index: number, lo: number, hi: number): boolean;
   /** An interrupt source checked before the legacy PIC (local APIC). */
-  interrupts?: { hasInterrupt(): boolean; acknowledge(): number };
+  interrupts?: InterruptSource;
   /** Resets the unit to its power-on state (INIT/RESET). */
   reset?(): void;
   /** The unit's snapshottable state, registered with the machine next to the CPU's. */

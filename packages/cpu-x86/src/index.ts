@@ -7,10 +7,21 @@
  *
  * @packageDocumentation
  */
-export { Cpu, CpuExceptionSignal, CPU_EXCEPTION, type CpuHost, type CpuOptions, type CpuidHandler, type MsrReadHandler, type MsrWriteHandler } from "./cpu.js";
-export type { CpuExtension } from "./extensions.js";
+export {
+  Cpu,
+  CpuExceptionSignal,
+  CPU_EXCEPTION,
+  type CpuHost,
+  type CpuOptions,
+  type CpuidHandler,
+  type MsrReadHandler,
+  type MsrWriteHandler,
+  type PortAccess,
+  type ExitCounters,
+} from "./cpu.js";
+export type { CpuExtension, InterruptSource } from "./extensions.js";
 export { applyBootState, saveCpuState, loadCpuState } from "./cpu-state.js";
 export { x86Cpu, X86_CPUS, type X86CpuOptions } from "./plugin.js";
 export { CPUID_SIGNATURE, CORE_FEATURES_EDX, CORE_EXT_FEATURES_EDX } from "./cpuid-msr.js";
-export { loadElf32, ElfError, type ElfImage } from "./elf.js";
+export { loadElf32, ElfError, type ElfImage, type ElfSegment } from "./elf.js";
 export * as x86 from "./constants.js";
