@@ -209,6 +209,8 @@ export class Cpu {
   halted = false;
   /** An application processor waiting for a startup IPI. */
   waitingForSipi = false;
+  /** Set by software interrupts: the single-step trap does not follow INT n (it cleared TF). */
+  singleStepSuppressed = false;
   /** Non-zero when the run loop must look at interrupts, exits or single-step before the next instruction. */
   attention = 1;
   /** @internal an exit was requested */
@@ -885,6 +887,7 @@ export class Cpu {
   setFlagsRaw(value: number): void {
     this.flags = (value & 0x3f7fd5) | 2;
     this.lazy = 0;
+    if (value & C.TF) this.attention = 1; // single-stepping runs through the slow path
   }
 
   /** @internal materializes CF so an operation that keeps it (INC, DEC) can reuse the lazy state. */
@@ -1771,6 +1774,7 @@ export class Cpu {
     this.exitRequested = false;
     this.attention = 1;
     while (n < budget) {
+      let singleStep = false;
       if (this.attention !== 0) {
         this.attention = 0;
         if (this.exitRequested) break;
@@ -1779,6 +1783,11 @@ export class Cpu {
           this.shadow = 0;
           this.attention = 1;
         } else if (!this.checkEvents()) break; // halted with nothing to do
+        if (this.flags & C.TF) {
+          // TF set before the instruction: a single-step #DB trap follows it (Intel SDM Vol. 3 §18.3.1.4).
+          singleStep = true;
+          this.attention = 1;
+        }
       }
       try {
         // The inner loop has no per-instruction bookkeeping beyond the counter.
@@ -1786,6 +1795,7 @@ export class Cpu {
           this.step();
           this.sliceCount = ++n;
         } while (this.attention === 0 && n < budget);
+        if (singleStep && !this.halted) this.singleStepTrap();
       } catch (e) {
         if (e === CPU_EXCEPTION) {
           this.sliceCount = ++n;
@@ -1804,6 +1814,19 @@ export class Cpu {
     }
     this.instructions += n;
     return n;
+  }
+
+  /** @internal delivers the single-step trap after an instruction that ran with TF=1 (not after INT n, which cleared TF). */
+  singleStepTrap(): void {
+    if (this.singleStepSuppressed) {
+      this.singleStepSuppressed = false;
+      return;
+    }
+    this.dr[6] |= 0x4000; // DR6.BS
+    this.excVector = C.EXC_DB;
+    this.excHasCode = false;
+    this.excCode = 0;
+    Sys.deliverException(this);
   }
 
   /** @internal a faulting instruction leaves EIP at its start and ESP as it was. */

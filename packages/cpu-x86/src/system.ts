@@ -594,7 +594,9 @@ export function tripleFault(cpu: Cpu): void {
 export function softwareInterrupt(cpu: Cpu, vector: number, _isInt3: boolean): void {
   if (cpu.softIntHook && cpu.softIntHook(vector)) return;
   if (cpu.flags & C.VM && (cpu.flags & C.IOPL) !== C.IOPL) cpu.raiseGp(0);
+  const stepping = (cpu.flags & C.TF) !== 0;
   deliverInterrupt(cpu, vector, false, 0, false, false);
+  if (stepping) cpu.singleStepSuppressed = true; // INT n cleared TF: no single-step trap after it
 }
 
 /**

@@ -255,6 +255,29 @@ sysenter_target:
   HEX eax
   PRINT 10
   mov esp, [ring0_esp]
+  ; --- single-step: TF traps after each instruction, not after INT n
+  mov ecx, 1
+  mov eax, db_handler
+  mov edx, 0x8e00
+  call set_gate
+  mov ecx, 0x83
+  mov eax, int83
+  mov edx, 0x8e00
+  call set_gate
+  mov dword [steps], 0
+  pushfd
+  or dword [esp], 0x100
+  popfd                      ; the trap starts after the next instruction
+  mov eax, 1
+  add eax, 2
+  int 0x83
+  nop
+  pushfd
+  and dword [esp], ~0x100
+  popfd
+  PRINT "steps "
+  HEX [steps]
+  PRINT 10
   ; --- #DF: #GP while its gate is not present -> #NP during delivery -> #DF
   mov byte [idt + 13*8 + 5], 0x0e    ; clear P of vector 13
   RESUME .d1
@@ -271,6 +294,18 @@ sysenter_target:
   mov al, 1
   jmp exit
 
+db_handler:
+  inc dword [steps]
+  push eax
+  mov eax, [esp+4]
+  sub eax, main
+  call print_hex
+  pop eax
+  iret
+int83:
+  PRINT "int83 "
+  iret
+steps: dd 0
 null_idt: dw 0
   dd 0
 ring0_esp: dd 0
