@@ -145,6 +145,13 @@ export class Cpu {
   csLimit = 0xffff;
   /** EIP wrap mask: 0xFFFF for 16-bit code, -1 for 32-bit. */
   ipMask = 0xffff;
+  // Fetch window: the CS offsets [winStart, winStart + winLen] lie in one cached code page and
+  // inside the CS limit; their bytes are winMem[eip + winBias]. Valid while winGen equals the MMU's fetchGen.
+  /** @internal */ winStart = 0;
+  /** @internal */ winLen = -1;
+  /** @internal */ winBias = 0;
+  /** @internal */ winMem: Uint8Array = new Uint8Array(0);
+  /** @internal */ winGen = -1;
   /** LDTR selector/base/limit/attributes. */
   ldtrSel = 0;
   /** LDTR base. */
@@ -396,6 +403,7 @@ export class Cpu {
     this.csBase = this.segBase[C.CS];
     this.csLimit = this.segLimit[C.CS] >>> 0;
     this.ipMask = this.code32 ? -1 : 0xffff;
+    this.winGen = -1;
     this.prefixed = true; // operand/address size defaults follow CS.D from the next instruction on
   }
 
@@ -630,10 +638,31 @@ export class Cpu {
   /** Fetches the next instruction byte. */
   fetch8(): number {
     const eip = this.eip;
+    if ((eip - this.winStart) >>> 0 <= this.winLen && this.winGen === this.mmu.fetchGen) {
+      this.eip = (eip + 1) & this.ipMask;
+      return this.winMem[eip + this.winBias];
+    }
+    return this.fetch8Slow();
+  }
+
+  /** @internal fetch outside the window: checks, fills the MMU's fetch cache, and opens a new window. */
+  fetch8Slow(): number {
+    const eip = this.eip;
     if (eip >>> 0 > this.csLimit) this.raiseGp(0);
     const la = (this.csBase + eip) | 0;
     const mmu = this.mmu;
     const v = la >>> 12 === mmu.fetchVpn ? mmu.fetchMem[mmu.fetchOff + (la & 0xfff)] : mmu.fetch8(la);
+    if (la >>> 12 === mmu.fetchVpn) {
+      // Window: from eip to the end of this page or the CS limit, without wrapping past the EIP size.
+      const inPage = 0xfff - (la & 0xfff);
+      const toLimit = this.csLimit - (eip >>> 0);
+      const toWrap = (this.ipMask >>> 0) - (eip >>> 0);
+      this.winStart = eip;
+      this.winLen = Math.min(inPage, toLimit, toWrap);
+      this.winBias = mmu.fetchOff + (la & 0xfff) - eip;
+      this.winMem = mmu.fetchMem;
+      this.winGen = mmu.fetchGen;
+    }
     this.eip = (eip + 1) & this.ipMask;
     return v;
   }
@@ -646,12 +675,10 @@ export class Cpu {
   /** Fetches a 16-bit immediate. */
   fetch16(): number {
     const eip = this.eip;
-    const la = (this.csBase + eip) | 0;
-    const mmu = this.mmu;
-    if (la >>> 12 === mmu.fetchVpn && (la & 0xfff) < 0xfff && (eip + 1) >>> 0 <= this.csLimit && ((eip + 2) & this.ipMask) === eip + 2) {
-      const m = mmu.fetchMem;
-      const o = mmu.fetchOff + (la & 0xfff);
-      this.eip = eip + 2;
+    if ((eip - this.winStart) >>> 0 < this.winLen && this.winGen === this.mmu.fetchGen) {
+      const m = this.winMem;
+      const o = eip + this.winBias;
+      this.eip = (eip + 2) & this.ipMask;
       return m[o] | (m[o + 1] << 8);
     }
     return this.fetch8() | (this.fetch8() << 8);
@@ -660,12 +687,10 @@ export class Cpu {
   /** Fetches a 32-bit immediate. */
   fetch32(): number {
     const eip = this.eip;
-    const la = (this.csBase + eip) | 0;
-    const mmu = this.mmu;
-    if (la >>> 12 === mmu.fetchVpn && (la & 0xfff) <= 0xffc && (eip + 3) >>> 0 <= this.csLimit && ((eip + 4) & this.ipMask) === eip + 4) {
-      const m = mmu.fetchMem;
-      const o = mmu.fetchOff + (la & 0xfff);
-      this.eip = eip + 4;
+    if ((eip - this.winStart) >>> 0 < this.winLen - 2 && this.winGen === this.mmu.fetchGen) {
+      const m = this.winMem;
+      const o = eip + this.winBias;
+      this.eip = (eip + 4) & this.ipMask;
       return m[o] | (m[o + 1] << 8) | (m[o + 2] << 16) | (m[o + 3] << 24);
     }
     return this.fetch8() | (this.fetch8() << 8) | (this.fetch8() << 16) | (this.fetch8() << 24);

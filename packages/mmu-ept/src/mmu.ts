@@ -93,6 +93,8 @@ export class Mmu {
   fetchMem: Uint8Array = new Uint8Array(0);
   /** Byte offset of {@link Mmu.fetchVpn}'s page in {@link Mmu.fetchMem}. */
   fetchOff = 0;
+  /** Incremented whenever the fetch cache is dropped, so a CPU's own copy of it can tell it is stale. */
+  fetchGen = 0;
   /** Current read tags (supervisor or user set). */
   tagR = this.tagRS;
   /** Current write tags. */
@@ -135,6 +137,7 @@ export class Mmu {
   setUser(user: boolean): void {
     this.user = user;
     this.fetchVpn = -1;
+    this.fetchGen++;
     this.tagR = user ? this.tagRU : this.tagRS;
     this.tagW = user ? this.tagWU : this.tagWS;
     this.tagX = user ? this.tagXU : this.tagXS;
@@ -237,6 +240,7 @@ export class Mmu {
 
   private clearEntry(i: number): void {
     this.fetchVpn = -1;
+    this.fetchGen++;
     this.tagRS[i] = -1;
     this.tagRU[i] = -1;
     this.tagWS[i] = -1;
