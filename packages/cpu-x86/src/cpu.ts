@@ -1815,13 +1815,10 @@ export class Cpu {
         }
       }
       try {
-        // The inner loop has no per-instruction bookkeeping beyond the counter.
-        do {
-          this.step();
-          this.sliceCount = ++n;
-        } while (this.attention === 0 && n < budget);
+        n = this.runInner(n, budget);
         if (singleStep && !this.halted) this.singleStepTrap();
       } catch (e) {
+        n = this.sliceCount;
         if (e === CPU_EXCEPTION) {
           this.sliceCount = ++n;
           this.faultRestore();
@@ -1838,6 +1835,19 @@ export class Cpu {
       }
     }
     this.instructions += n;
+    return n;
+  }
+
+  /**
+   * @internal The hot loop, kept free of try/catch so V8 optimizes it
+   * fully; `sliceCount` always holds the instructions completed, which the
+   * caller's handler uses when an instruction throws.
+   */
+  runInner(n: number, budget: number): number {
+    do {
+      this.step();
+      this.sliceCount = ++n;
+    } while (this.attention === 0 && n < budget);
     return n;
   }
 
