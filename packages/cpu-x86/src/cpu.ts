@@ -1917,6 +1917,11 @@ export class Cpu {
     return !this.halted;
   }
 
+  /** The A20 gate (port 0x92 / 8042 output port): disabled, physical address bit 20 reads as 0. */
+  setA20(enabled: boolean): void {
+    this.mmu.setA20(enabled);
+  }
+
   /** Application processors start in wait-for-SIPI: halted, ignoring INTR until {@link Cpu.startup}. */
   waitForStartup(): void {
     this.halted = true;

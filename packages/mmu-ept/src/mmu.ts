@@ -75,6 +75,13 @@ export class Mmu {
   /** PAE page-directory-pointer-table entries (lo, hi) loaded at the last CR3 load. */
   readonly pdpte = new Int32Array(8);
 
+  /**
+   * Mask applied to every guest-physical address: -1, or ~(1 << 20) while
+   * the A20 gate is disabled (the 8086 wrap-around the PC keeps for old
+   * real-mode code; the platform toggles it through port 0x92 or the 8042).
+   */
+  a20Mask = -1;
+
   /** Linear address of the last page fault (the CPU copies it to CR2). */
   faultAddress = 0;
   /** Error code of the last page fault. */
@@ -131,6 +138,14 @@ export class Mmu {
     this.mem16.fill(new Uint16Array(0));
     memory.ept.onInvalidate(() => this.flushAll());
     memory.onWriteProtect(() => this.flushWrites());
+  }
+
+  /** Enables or disables the A20 gate; translations change, so the TLB is flushed. */
+  setA20(enabled: boolean): void {
+    const mask = enabled ? -1 : ~(1 << 20);
+    if (mask === this.a20Mask) return;
+    this.a20Mask = mask;
+    this.flushAll();
   }
 
   /** Selects supervisor (CPL 0-2) or user (CPL 3) permission checks. */
@@ -254,6 +269,7 @@ export class Mmu {
 
   /** Reads a 32-bit value at guest-physical `gpa` (through the EPT; MMIO goes to the bus). */
   physRead32(gpa: number): number {
+    if (this.a20Mask !== -1 && gpa < 0x100000000) gpa = (gpa & this.a20Mask) >>> 0;
     const mem = this.memory;
     const hpn = mem.resolve(Math.floor(gpa / 4096), EPT_READ);
     if (hpn === NOT_RAM) return mem.mmio ? mem.mmio.read(gpa, 4) | 0 : -1;
@@ -263,6 +279,7 @@ export class Mmu {
 
   /** Writes a 32-bit value at guest-physical `gpa` (A/D updates), dirty-logged. */
   physWrite32(gpa: number, value: number): void {
+    if (this.a20Mask !== -1 && gpa < 0x100000000) gpa = (gpa & this.a20Mask) >>> 0;
     const mem = this.memory;
     const gpn = Math.floor(gpa / 4096);
     const hpn = mem.resolve(gpn, EPT_WRITE);
@@ -389,6 +406,7 @@ export class Mmu {
         }
       }
     }
+    if (this.a20Mask !== -1 && gpa < 0x100000000) gpa = (gpa & this.a20Mask) >>> 0;
     this.fill(la >>> PAGE_SHIFT, Math.floor(gpa / 4096), access, uOk, wOk && wS, wOk && wU, xOk, global, large);
     return gpa;
   }
