@@ -100,6 +100,12 @@ export interface CpuOptions {
  * a faulting instruction restarts cleanly.
  */
 export class Cpu {
+  /**
+   * The vCPU whose slice is executing right now (undefined between slices).
+   * MMIO and port handlers that are per-CPU, like the local APIC at
+   * 0xFEE00000, use it to know which vCPU is accessing them.
+   */
+  static running: Cpu | undefined;
   /** vCPU index. */
   readonly index: number;
   /** The memory management unit (paging + EPT + TLB). */
@@ -1794,6 +1800,15 @@ export class Cpu {
    * @returns instructions retired
    */
   runSlice(budget: number): number {
+    Cpu.running = this;
+    try {
+      return this.runSliceInner(budget);
+    } finally {
+      Cpu.running = undefined;
+    }
+  }
+
+  private runSliceInner(budget: number): number {
     let n = 0;
     this.sliceCount = 0;
     this.exitRequested = false;

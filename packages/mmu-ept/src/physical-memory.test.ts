@@ -36,6 +36,14 @@ describe("PhysicalMemory", () => {
     expect(m.resolve(0xf0, EPT_WRITE)).toBe(-1);
     expect(() => m.writeU8(0xf0000, 1)).toThrow(GuestMemoryError);
     expect(m.isRam(0xa0000, 1)).toBe(false);
+    // PAM-style shadowing: the ROM goes, RAM takes its place with the same contents.
+    expect(m.removeRom(0xf0000)).toBe(true);
+    m.setRamRegions([[0, 0x100000]]);
+    expect(m.readU8(0xffff0)).toBe(0);
+    m.write(0xf0000, new Uint8Array(0x10000).fill(0x90));
+    m.writeU8(0xf0000, 1);
+    expect(m.readU8(0xf0000)).toBe(1);
+    expect(m.removeRom(0xf0000)).toBe(false);
   });
 
   it("runs violation handlers first: write protection that logs and restores", () => {

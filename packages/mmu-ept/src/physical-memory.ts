@@ -160,6 +160,20 @@ export class PhysicalMemory implements GuestMemory, Snapshottable {
     }
   }
 
+  /**
+   * Removes the ROM mapped at `gpa` (e.g. when a chipset's PAM registers
+   * turn the BIOS area into RAM: remove the ROM, extend the RAM regions,
+   * copy the image into RAM). Returns false when no ROM starts there.
+   */
+  removeRom(gpa: number): boolean {
+    const base = gpa / PAGE_SIZE;
+    const rom = this.roms.find((r) => r.base === base);
+    if (!rom) return false;
+    this.roms = this.roms.filter((r) => r !== rom);
+    for (let g = rom.base; g < rom.end; g++) this.releasePage(g);
+    return true;
+  }
+
   /** Whether guest page `gpn` is in a RAM region. */
   isRamPage(gpn: number): boolean {
     for (const r of this.ram) if (gpn >= r.base && gpn < r.end) return true;
