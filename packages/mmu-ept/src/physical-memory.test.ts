@@ -74,6 +74,22 @@ describe("PhysicalMemory", () => {
     expect(revoked).toBe(1);
   });
 
+  it("write-protects code pages in every TLB and reports the first write to them", async () => {
+    const { Mmu } = await import("./mmu.js");
+    const m = new PhysicalMemory({ ramSize: 1 << 20 });
+    const mmu = new Mmu(m);
+    mmu.write32(0x6000, 1); // cached writable
+    const seen: number[] = [];
+    m.onCodeWrite((gpn) => seen.push(gpn));
+    m.protectCodePage(6);
+    mmu.write32(0x6004, 2); // the writable entry is gone: the write reaches the listener
+    mmu.write32(0x6008, 3); // the page is no longer marked: no second report
+    m.protectCodePage(6);
+    m.writeU8(0x6010, 4); // DMA too
+    expect(seen).toEqual([6, 6]);
+    expect(m.readU32(0x6004)).toBe(2);
+  });
+
   it("saves and restores RAM contents, validating the data", () => {
     const a = new PhysicalMemory({ ramSize: 1 << 20 });
     a.writeU32(0x1234, 0xcafebabe);

@@ -241,10 +241,22 @@ export class PhysicalMemory implements GuestMemory, Snapshottable {
     if (hpn >= 0) this.host.freePage(hpn);
   }
 
+  /**
+   * Marks guest page `gpn` as holding code a vCPU has compiled or cached:
+   * every TLB drops its writable entries, so each later write takes the
+   * slow path and reaches the {@link PhysicalMemory.onCodeWrite} listeners.
+   */
+  protectCodePage(gpn: number): void {
+    if (gpn >= this.trackedPages || this.codePages[gpn] !== 0) return;
+    this.codePages[gpn] = 1;
+    for (const l of this.writeProtectListeners) l();
+  }
+
   /** Marks `gpn` dirty; called by TLB write fills and DMA writes. */
   markDirty(gpn: number): void {
     if (gpn < this.trackedPages) this.dirty[gpn >>> 5] |= 1 << (gpn & 31);
     if (gpn < this.trackedPages && this.codePages[gpn] !== 0) {
+      this.codePages[gpn] = 0; // listeners drop what they cached; writes may be fast again
       for (const l of this.codeWriteListeners) l(gpn);
     }
   }
