@@ -410,6 +410,7 @@ export class Cpu {
     this.csLimit = this.segLimit[C.CS] >>> 0;
     this.ipMask = this.code32 ? -1 : 0xffff;
     this.winGen = -1;
+    this.winLen = -1;
     this.prefixed = true; // operand/address size defaults follow CS.D from the next instruction on
   }
 
@@ -644,8 +645,9 @@ export class Cpu {
   /** Fetches the next instruction byte. */
   fetch8(): number {
     const eip = this.eip;
-    if ((eip - this.winStart) >>> 0 <= this.winLen && this.winGen === this.mmu.fetchGen) {
-      this.eip = (eip + 1) & this.ipMask;
+    // The window never spans an EIP wrap, so `| 0` is the right increment inside it.
+    if ((eip - this.winStart) >>> 0 <= this.winLen) {
+      this.eip = (eip + 1) | 0;
       return this.winMem[eip + this.winBias];
     }
     return this.fetch8Slow();
@@ -681,10 +683,10 @@ export class Cpu {
   /** Fetches a 16-bit immediate. */
   fetch16(): number {
     const eip = this.eip;
-    if ((eip - this.winStart) >>> 0 < this.winLen && this.winGen === this.mmu.fetchGen) {
+    if ((eip - this.winStart) >>> 0 < this.winLen) {
       const m = this.winMem;
       const o = eip + this.winBias;
-      this.eip = (eip + 2) & this.ipMask;
+      this.eip = (eip + 2) | 0;
       return m[o] | (m[o + 1] << 8);
     }
     return this.fetch8() | (this.fetch8() << 8);
@@ -693,10 +695,10 @@ export class Cpu {
   /** Fetches a 32-bit immediate. */
   fetch32(): number {
     const eip = this.eip;
-    if ((eip - this.winStart) >>> 0 < this.winLen - 2 && this.winGen === this.mmu.fetchGen) {
+    if ((eip - this.winStart) >>> 0 < this.winLen - 2) {
       const m = this.winMem;
       const o = eip + this.winBias;
-      this.eip = (eip + 4) & this.ipMask;
+      this.eip = (eip + 4) | 0;
       return m[o] | (m[o + 1] << 8) | (m[o + 2] << 16) | (m[o + 3] << 24);
     }
     return this.fetch8() | (this.fetch8() << 8) | (this.fetch8() << 16) | (this.fetch8() << 24);
@@ -1271,6 +1273,9 @@ export class Cpu {
   step(): void {
     this.instrStart = this.eip;
     this.instrEsp = this.regs[4];
+    // The fetch window is validated once per instruction: a TLB flush closes it before the
+    // next instruction (within an instruction the code page's bytes cannot change under it).
+    if (this.winGen !== this.mmu.fetchGen) this.winLen = -1;
     if (this.prefixed) {
       // Only instructions after a prefixed one (or a CS change) pay for resetting the prefix state.
       this.prefixed = false;
