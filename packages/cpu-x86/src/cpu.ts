@@ -744,69 +744,80 @@ export class Cpu {
 
   /** @internal */
   decodeEa(): void {
+    if (this.a32) this.decodeEa32();
+    else this.decodeEa16();
+  }
+
+  /** @internal 32-bit addressing: [base + index*scale + disp] with SIB (Intel SDM Vol. 2 §2.1.5). */
+  decodeEa32(): void {
     const mod = this.mod;
     const rm = this.rm;
     const regs = this.regs;
     let seg = C.DS;
     let off: number;
-    if (this.a32) {
-      if (rm === 4) {
-        const sib = this.fetch8();
-        const base = sib & 7;
-        const idx = (sib >> 3) & 7;
-        if (base === 5 && mod === 0) off = this.fetch32();
-        else {
-          off = regs[base];
-          if (base === 4 || base === 5) seg = C.SS;
-        }
-        if (idx !== 4) off = (off + (regs[idx] << (sib >> 6))) | 0;
-      } else if (rm === 5 && mod === 0) {
-        off = this.fetch32();
-      } else {
-        off = regs[rm];
-        if (rm === 5) seg = C.SS;
+    if (rm === 4) {
+      const sib = this.fetch8();
+      const base = sib & 7;
+      const idx = (sib >> 3) & 7;
+      if (base === 5 && mod === 0) off = this.fetch32();
+      else {
+        off = regs[base];
+        if (base === 4 || base === 5) seg = C.SS;
       }
-      if (mod === 1) off = (off + this.fetchS8()) | 0;
-      else if (mod === 2) off = (off + this.fetch32()) | 0;
+      if (idx !== 4) off = (off + (regs[idx] << (sib >> 6))) | 0;
+    } else if (rm === 5 && mod === 0) {
+      off = this.fetch32();
     } else {
-      const r16 = this.r16;
-      switch (rm) {
-        case 0:
-          off = r16[6] + r16[12];
-          break;
-        case 1:
-          off = r16[6] + r16[14];
-          break;
-        case 2:
-          off = r16[10] + r16[12];
-          seg = C.SS;
-          break;
-        case 3:
-          off = r16[10] + r16[14];
-          seg = C.SS;
-          break;
-        case 4:
-          off = r16[12];
-          break;
-        case 5:
-          off = r16[14];
-          break;
-        case 6:
-          if (mod === 0) off = this.fetch16();
-          else {
-            off = r16[10];
-            seg = C.SS;
-          }
-          break;
-        default:
-          off = r16[6];
-      }
-      if (mod === 1) off += this.fetchS8();
-      else if (mod === 2) off += this.fetch16();
-      off &= 0xffff;
+      off = regs[rm];
+      if (rm === 5) seg = C.SS;
     }
+    if (mod === 1) off = (off + this.fetchS8()) | 0;
+    else if (mod === 2) off = (off + this.fetch32()) | 0;
     this.eaSeg = this.segOvr >= 0 ? this.segOvr : seg;
     this.eaOff = off;
+  }
+
+  /** @internal 16-bit addressing: BX/BP + SI/DI + disp. */
+  decodeEa16(): void {
+    const mod = this.mod;
+    const r16 = this.r16;
+    let seg = C.DS;
+    let off: number;
+    switch (this.rm) {
+      case 0:
+        off = r16[6] + r16[12];
+        break;
+      case 1:
+        off = r16[6] + r16[14];
+        break;
+      case 2:
+        off = r16[10] + r16[12];
+        seg = C.SS;
+        break;
+      case 3:
+        off = r16[10] + r16[14];
+        seg = C.SS;
+        break;
+      case 4:
+        off = r16[12];
+        break;
+      case 5:
+        off = r16[14];
+        break;
+      case 6:
+        if (mod === 0) off = this.fetch16();
+        else {
+          off = r16[10];
+          seg = C.SS;
+        }
+        break;
+      default:
+        off = r16[6];
+    }
+    if (mod === 1) off += this.fetchS8();
+    else if (mod === 2) off += this.fetch16();
+    this.eaSeg = this.segOvr >= 0 ? this.segOvr : seg;
+    this.eaOff = off & 0xffff;
   }
 
   /** Reads the ModRM r/m operand. */
