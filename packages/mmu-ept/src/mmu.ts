@@ -104,6 +104,12 @@ export class Mmu {
   fetchGpn = 0;
   /** Incremented whenever the fetch cache is dropped, so a CPU's own copy of it can tell it is stale. */
   fetchGen = 0;
+  /**
+   * A CPU's copy of the fetch cache (its instruction-fetch window): closed
+   * (`winLen = -1`) whenever the fetch cache is dropped, so the CPU need
+   * not check {@link Mmu.fetchGen} per instruction.
+   */
+  fetchWindow: { winLen: number } | undefined;
   /** Current read tags (supervisor or user set). */
   tagR = this.tagRS;
   /** Current write tags. */
@@ -155,6 +161,7 @@ export class Mmu {
     this.user = user;
     this.fetchVpn = -1;
     this.fetchGen++;
+    if (this.fetchWindow) this.fetchWindow.winLen = -1;
     this.tagR = user ? this.tagRU : this.tagRS;
     this.tagW = user ? this.tagWU : this.tagWS;
     this.tagX = user ? this.tagXU : this.tagXS;
@@ -258,6 +265,7 @@ export class Mmu {
   private clearEntry(i: number): void {
     this.fetchVpn = -1;
     this.fetchGen++;
+    if (this.fetchWindow) this.fetchWindow.winLen = -1;
     this.tagRS[i] = -1;
     this.tagRU[i] = -1;
     this.tagWS[i] = -1;
