@@ -31,6 +31,12 @@ export const CR4_PAE = 1 << 5;
 /** CR4.PGE: global pages. */
 export const CR4_PGE = 1 << 7;
 
+/** A CPU's instruction-fetch window that the MMU closes when its fetch cache goes stale. */
+export interface FetchWindow {
+  /** Bytes in the window minus one; the MMU sets -1 (closed). */
+  winLen: number;
+}
+
 /** Entries of the direct-mapped software TLB (covers 64 MiB of distinct pages). */
 export const TLB_SIZE = 1 << 14;
 const TLB_MASK = TLB_SIZE - 1;
@@ -109,7 +115,7 @@ export class Mmu {
    * (`winLen = -1`) whenever the fetch cache is dropped, so the CPU need
    * not check {@link Mmu.fetchGen} per instruction.
    */
-  fetchWindow: { winLen: number } | undefined;
+  fetchWindow: FetchWindow | undefined;
   /** Current read tags (supervisor or user set). */
   tagR = this.tagRS;
   /** Current write tags. */
