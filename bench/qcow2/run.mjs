@@ -1,4 +1,3 @@
-/* global console */
 // qcow2 I/O: @typevisor/qcow2 against qemu-img on the same files, in one run.
 //   npm run qcow2 -w @typevisor/bench        (QCOW2_BENCH_MB=1024 by default)
 // Sequential read and write (1 MiB requests), 4 KiB random read and write
