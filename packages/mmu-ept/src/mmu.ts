@@ -100,6 +100,8 @@ export class Mmu {
   fetchMem: Uint8Array = new Uint8Array(0);
   /** Byte offset of {@link Mmu.fetchVpn}'s page in {@link Mmu.fetchMem}. */
   fetchOff = 0;
+  /** Guest page number of {@link Mmu.fetchVpn}'s page. */
+  fetchGpn = 0;
   /** Incremented whenever the fetch cache is dropped, so a CPU's own copy of it can tell it is stale. */
   fetchGen = 0;
   /** Current read tags (supervisor or user set). */
@@ -561,6 +563,7 @@ export class Mmu {
       this.fetchVpn = vpn;
       this.fetchMem = this.mem[i];
       this.fetchOff = this.off[i];
+      this.fetchGpn = this.gpnOf[i];
       return this.mem[i][this.off[i] + (la & 0xfff)];
     }
     return this.fetch8Slow(la);
