@@ -164,28 +164,6 @@ describe("Machine lifecycle", () => {
     expect(resets).toEqual([1]);
   });
 
-  it("names the vCPU whose slice runs (per-CPU devices on the shared buses need it)", async () => {
-    const m = new Machine({ memory: "16M" });
-    const seen: string[] = [];
-    for (let i = 0; i < 2; i++) {
-      m.addVcpu({
-        index: i,
-        halted: false,
-        runSlice: () => {
-          seen.push(`${i}:${m.currentVcpu?.index}`);
-          if (seen.length === 4) m.requestStop({ reason: "user" });
-          return 1;
-        },
-        requestExit() {},
-        reset() {},
-      });
-    }
-    expect(m.currentVcpu).toBeUndefined();
-    await m.run();
-    expect(seen.slice(0, 4)).toEqual(["0:0", "1:1", "0:0", "1:1"]);
-    expect(m.currentVcpu).toBeUndefined();
-  });
-
   it("reports a host-side error as an error stop", async () => {
     const m = new Machine();
     m.addVcpu({ index: 0, halted: false, runSlice: () => { throw new Error("decoder bug"); }, requestExit() {}, reset() {} });

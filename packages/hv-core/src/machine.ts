@@ -127,13 +127,6 @@ export class Machine {
   instructions = 0;
   /** Completed resets (reboots). */
   resets = 0;
-  /**
-   * The vCPU whose slice is running, or `undefined` between slices. Devices
-   * with per-CPU registers behind the shared MMIO bus (the x86 local APIC
-   * page) use it to tell which vCPU made an access, as a CPU's own bus
-   * cycle would.
-   */
-  currentVcpu: Vcpu | undefined;
 
   private stateValue: MachineState = "created";
   private readonly sliceInstructions: number;
@@ -353,13 +346,11 @@ export class Machine {
         let most = 0;
         allHalted = true;
         for (const v of this.vcpus) {
-          this.currentVcpu = v;
           const n = v.runSlice(budget);
           if (n > most) most = n;
           this.instructions += n;
           if (!v.halted) allHalted = false;
         }
-        this.currentVcpu = undefined;
         clock.advanceInstructions(most);
         if (allHalted || this.stateValue !== "running" || this.pendingStop || this.resetRequested) break;
         if (hostMs() >= chunkEnd) break;
