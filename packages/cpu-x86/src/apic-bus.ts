@@ -13,7 +13,7 @@ import {
   type VirtualClock,
 } from "@typevisor/hv-core";
 import { APIC_DELIVERY, LocalApic } from "./apic.js";
-import type { Cpu, CpuHost } from "./cpu.js";
+import { Cpu, type CpuHost } from "./cpu.js";
 
 /** Service key of the machine's {@link ApicBus} (provided by `x86Cpu()` unless `apic: false`). */
 export const LOCAL_APICS = new ServiceKey<ApicBus>("local-apics");
@@ -35,7 +35,7 @@ const PAGE = 0x1000;
  *   priority, ties to the lowest APIC index so runs replay);
  * - maps each globally enabled APIC's register page on the MMIO bus (where
  *   vCPUs relocated their APICs to different bases, each base is mapped) and
- *   sends an access to the APIC of the vCPU making it (`machine.currentVcpu`);
+ *   sends an access to the APIC of the vCPU making it (`Cpu.running`);
  * - broadcasts EOIs of level-triggered vectors through `machine.irqs.eoi`,
  *   which the I/O APIC listens to.
  *
@@ -110,7 +110,7 @@ export class ApicBus implements MsiSink {
 
   /** True while `cpu` is executing (its slice is running): its own accesses and self-IPIs happen mid-instruction. */
   executing(cpu: Cpu): boolean {
-    return this.machine.currentVcpu === cpu;
+    return Cpu.running === cpu;
   }
 
   /** Wakes the machine's run loop if every vCPU is halted. */
@@ -170,10 +170,11 @@ export class ApicBus implements MsiSink {
     return h;
   }
 
-  /** The APIC of the vCPU making an access (the BSP's when no slice runs, e.g. a debugger). */
+  /** The APIC of the vCPU making an access (the BSP's when none of ours runs, e.g. a debugger or a device model). */
   private accessor(): LocalApic | undefined {
-    const v = this.machine.currentVcpu;
-    return this.apics[v ? v.index : 0];
+    const r = Cpu.running;
+    const a = r ? this.apics[r.index] : undefined;
+    return a !== undefined && a.cpu === r ? a : this.apics[0];
   }
 
   // ---------------------------------------------------------------- messages

@@ -6,7 +6,7 @@ import { createMachine, LEGACY_PIC, type Machine } from "@typevisor/hv-core";
 import { describe, expect, it } from "vitest";
 import { APIC_DEFAULT_BASE, APIC_REG as R, LocalApic } from "./apic.js";
 import { LOCAL_APICS, type ApicBus } from "./apic-bus.js";
-import { CPU_EXCEPTION, type Cpu } from "./cpu.js";
+import { Cpu, CPU_EXCEPTION } from "./cpu.js";
 import { X86_CPUS, x86Cpu } from "./plugin.js";
 
 interface Rig {
@@ -91,19 +91,19 @@ describe("local APIC registers after reset (SDM §11.4.7.1)", () => {
 
   it("routes each access to the page to the APIC of the vCPU making it", async () => {
     const { vm, cpus } = await rig(3);
-    vm.currentVcpu = cpus[2];
+    Cpu.running = cpus[2];
     expect(vm.mmio.read(APIC_DEFAULT_BASE + R.ID, 4)).toBe(0x02000000);
     vm.mmio.write(APIC_DEFAULT_BASE + R.TPR, 4, 0x30);
-    vm.currentVcpu = cpus[1];
+    Cpu.running = cpus[1];
     expect(vm.mmio.read(APIC_DEFAULT_BASE + R.TPR, 4)).toBe(0);
-    vm.currentVcpu = cpus[2];
+    Cpu.running = cpus[2];
     expect(vm.mmio.read(APIC_DEFAULT_BASE + R.TPR, 4)).toBe(0x30);
     // Byte reads see the register's bytes; bytes 4..15 of a 16-byte slot read 0; narrow writes are dropped.
     expect(vm.mmio.read(APIC_DEFAULT_BASE + R.VERSION + 2, 1)).toBe(5);
     expect(vm.mmio.read(APIC_DEFAULT_BASE + R.VERSION + 4, 4)).toBe(0);
     vm.mmio.write(APIC_DEFAULT_BASE + R.TPR, 1, 0x70);
     expect(vm.mmio.read(APIC_DEFAULT_BASE + R.TPR, 4)).toBe(0x30);
-    vm.currentVcpu = undefined;
+    Cpu.running = undefined;
   });
 
   it("reports the APIC and the TSC-deadline timer in CPUID.01H with the initial APIC ID", async () => {
@@ -542,13 +542,13 @@ describe("interprocessor interrupts (SDM §11.6)", () => {
 
   it("defers an INIT aimed at the executing vCPU to its instruction boundary", async () => {
     const { vm, apic, cpus } = await rig(2);
-    vm.currentVcpu = cpus[1];
+    Cpu.running = cpus[1];
     cpus[1].startup(0x10);
     cpus[1].eip = 0x1234;
     apic[1].acceptInit();
     expect(cpus[1].eip).toBe(0x1234);
     expect(cpus[1].exitRequested).toBe(true);
-    vm.currentVcpu = undefined;
+    Cpu.running = undefined;
     vm.clock.runDue();
     expect(cpus[1].waitingForSipi).toBe(true);
   });

@@ -114,14 +114,12 @@ describeWithTools(["nasm"], "the local APIC under guest code", () => {
     const a = await machine(code);
     const cpu = a.vm.services.get(X86_CPUS)[0];
     // Run part of the way by hand: slices, timers and idle jumps as the machine would.
-    a.vm.currentVcpu = cpu;
-    while (a.out.length < 5) {
+        while (a.out.length < 5) {
       a.vm.clock.runDue();
       const n = cpu.runSlice(Math.max(1, Math.min(10_000, a.vm.clock.nextDeadline() - a.vm.clock.now())));
       a.vm.clock.advanceInstructions(n);
       if (cpu.halted) a.vm.clock.advanceTo(a.vm.clock.nextDeadline());
     }
-    a.vm.currentVcpu = undefined;
     const saved = a.vm.saveState();
     const at = a.vm.clock.now();
     expect(saved.map((s) => s.id)).toContain("apic0");
