@@ -102,7 +102,10 @@ export class ApicBus implements MsiSink {
   detach(): void {
     for (const r of this.regions.values()) r.unregister();
     this.regions.clear();
-    for (const a of this.apics) this.machine.states.unregister(a);
+    for (const a of this.apics) {
+      a.stopTimers();
+      this.machine.states.unregister(a);
+    }
     if (this.machine.irqs.msiSink === this) this.machine.irqs.msiSink = undefined;
     if (this.installed) this.machine.services.remove(LOCAL_APICS);
     this.installed = false;

@@ -356,6 +356,25 @@ describe("timer (SDM §11.5.4) on the deterministic clock", () => {
     expect(drain(a)).toEqual([0x41]);
   });
 
+  it("a periodic timer shorter than 1 µs fires at most once per µs", async () => {
+    const { vm, apic } = await rig();
+    const a = apic[0];
+    enable(a);
+    a.writeRegister(R.TIMER_DIVIDE, 0xb);
+    a.writeRegister(R.LVT_TIMER, 0x20000 | 0x41);
+    const t0 = vm.clock.now();
+    a.writeRegister(R.TIMER_INITIAL, 5);
+    let fired = 0;
+    for (let t = t0; t <= t0 + 10_000; t += 100) {
+      advance(vm, t);
+      fired += drain(a).length;
+      a.writeRegister(R.EOI, 0);
+    }
+    expect(fired).toBeGreaterThanOrEqual(9);
+    expect(fired).toBeLessThanOrEqual(11);
+    expect(a.readRegister(R.TIMER_CURRENT)).toBeLessThanOrEqual(5);
+  });
+
   it("TSC-deadline: IA32_TSC_DEADLINE arms, fires when the TSC reaches it, and clears (SDM §11.5.4.1)", async () => {
     const { vm, apic, cpus } = await rig();
     const a = apic[0];
@@ -654,6 +673,18 @@ describe("IA32_APIC_BASE (SDM §11.4.4)", () => {
     expect(vm.mmio.read(0xfec00000 + R.VERSION, 4)).toBe(0x1234);
     apic[0].wrmsr(cpus[0], 0x1b, 0xfee00800, 0);
     expect(vm.mmio.read(APIC_DEFAULT_BASE + R.VERSION, 4)).toBe(0x00050014);
+  });
+});
+
+describe("without an APIC (x86Cpu({ apic: false }))", () => {
+  it("has no APIC page, no MSI sink and no CPUID bit, and takes INTR from the 8259 directly", async () => {
+    const vm = await createMachine({ memory: "4M", plugins: [x86Cpu({ apic: false })] });
+    const cpu = vm.services.get(X86_CPUS)[0];
+    expect(vm.services.find(LOCAL_APICS)).toBeUndefined();
+    expect(vm.irqs.msiSink).toBeUndefined();
+    expect(vm.mmio.isClaimed(APIC_DEFAULT_BASE)).toBe(false);
+    expect(cpu.extensions).toEqual([]);
+    expect(vm.states.ids).not.toContain("apic0");
   });
 });
 

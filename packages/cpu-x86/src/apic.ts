@@ -122,9 +122,10 @@ const SVR_ENABLE = 0x100;
 const SVR_NO_FOCUS = 0x200;
 const ICR_LO_WRITABLE = 0x000cdfff; // vector, delivery mode, destination mode, level, trigger, shorthand
 /**
- * Shortest period a periodic timer is re-armed with (1 µs). Like KVM's lower
- * bound, it keeps a guest from making the host fire a timer every virtual
- * nanosecond; the interrupts would coalesce in the IRR anyway.
+ * A periodic timer with a shorter period (1 µs) fires at most this often.
+ * Like KVM's lower bound, it keeps a guest from making the host run a timer
+ * callback every virtual nanosecond; the interrupts would coalesce in the
+ * IRR anyway.
  */
 const MIN_PERIOD_NS = 1000;
 
@@ -443,9 +444,10 @@ export class LocalApic implements CpuExtension, InterruptSource, Snapshottable {
    * Fixed entries drop their request when it falls).
    */
   private pollLint0(): boolean {
+    const e = this.lvt[LVT_LINT0];
+    if (e & LVT_MASKED && !this.extIntPending) return false;
     const pic = this.bus.legacyPic();
     if (!pic) return false;
-    const e = this.lvt[LVT_LINT0];
     const mode = (e >> 8) & 7;
     if (this.extIntPending || ((e & LVT_MASKED) === 0 && mode === APIC_DELIVERY.EXTINT)) return pic.hasInterrupt();
     if ((e & LVT_MASKED) === 0 && (mode === APIC_DELIVERY.FIXED || mode === APIC_DELIVERY.NMI)) {
@@ -556,7 +558,7 @@ export class LocalApic implements CpuExtension, InterruptSource, Snapshottable {
       if (this.timerMode === TIMER_PERIODIC) {
         const period = this.initialCount * tick;
         at = this.loadTime + (Math.floor(elapsed / this.initialCount) + 1) * period;
-        at = Math.max(at, now + Math.min(period, MIN_PERIOD_NS));
+        if (period < MIN_PERIOD_NS) at = Math.max(at, now + MIN_PERIOD_NS);
       } else if (elapsed < this.initialCount) at = this.loadTime + this.initialCount * tick;
     }
     if (at === Infinity) {
@@ -824,6 +826,12 @@ export class LocalApic implements CpuExtension, InterruptSource, Snapshottable {
       this.baseHi = 0;
       this.bus.remap();
     }
+  }
+
+  /** Disarms the timers (the machine is being torn down). */
+  stopTimers(): void {
+    this.timer.cancel();
+    this.initTimer.cancel();
   }
 
   private resetRegisters(powerUp: boolean, machineReset = false): void {
