@@ -322,6 +322,7 @@ export class Cpu {
     this.index = options.index ?? 0;
     this.onTripleFault = options.onTripleFault ?? "shutdown";
     this.mmu = new Mmu(memory);
+    this.mmu.fetchWindow = this; // the MMU closes our fetch window when it drops its fetch cache
     this.mmu.mmioHook = () => {
       this.exits.mmio++;
       this.attention = 1;
@@ -1284,9 +1285,6 @@ export class Cpu {
   step(): void {
     this.instrStart = this.eip;
     this.instrEsp = this.regs[4];
-    // The fetch window is validated once per instruction: a TLB flush closes it before the
-    // next instruction (within an instruction the code page's bytes cannot change under it).
-    if (this.winGen !== this.mmu.fetchGen) this.winLen = -1;
     if (this.prefixed) {
       // Only instructions after a prefixed one (or a CS change) pay for resetting the prefix state.
       this.prefixed = false;

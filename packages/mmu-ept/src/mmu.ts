@@ -31,6 +31,12 @@ export const CR4_PAE = 1 << 5;
 /** CR4.PGE: global pages. */
 export const CR4_PGE = 1 << 7;
 
+/** A CPU's instruction-fetch window that the MMU closes when its fetch cache goes stale. */
+export interface FetchWindow {
+  /** Bytes in the window minus one; the MMU sets -1 (closed). */
+  winLen: number;
+}
+
 /** Entries of the direct-mapped software TLB (covers 64 MiB of distinct pages). */
 export const TLB_SIZE = 1 << 14;
 const TLB_MASK = TLB_SIZE - 1;
@@ -104,6 +110,12 @@ export class Mmu {
   fetchGpn = 0;
   /** Incremented whenever the fetch cache is dropped, so a CPU's own copy of it can tell it is stale. */
   fetchGen = 0;
+  /**
+   * A CPU's copy of the fetch cache (its instruction-fetch window): closed
+   * (`winLen = -1`) whenever the fetch cache is dropped, so the CPU need
+   * not check {@link Mmu.fetchGen} per instruction.
+   */
+  fetchWindow: FetchWindow | undefined;
   /** Current read tags (supervisor or user set). */
   tagR = this.tagRS;
   /** Current write tags. */
@@ -155,6 +167,7 @@ export class Mmu {
     this.user = user;
     this.fetchVpn = -1;
     this.fetchGen++;
+    if (this.fetchWindow) this.fetchWindow.winLen = -1;
     this.tagR = user ? this.tagRU : this.tagRS;
     this.tagW = user ? this.tagWU : this.tagWS;
     this.tagX = user ? this.tagXU : this.tagXS;
@@ -258,6 +271,7 @@ export class Mmu {
   private clearEntry(i: number): void {
     this.fetchVpn = -1;
     this.fetchGen++;
+    if (this.fetchWindow) this.fetchWindow.winLen = -1;
     this.tagRS[i] = -1;
     this.tagRU[i] = -1;
     this.tagWS[i] = -1;
