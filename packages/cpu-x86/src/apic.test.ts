@@ -666,6 +666,22 @@ describe("IA32_APIC_BASE (SDM §11.4.4)", () => {
     }
   });
 
+  it("maps each vCPU's page at its own base; another vCPU's base is not its APIC", async () => {
+    const { vm, apic, cpus } = await rig(2);
+    apic[1].wrmsr(cpus[1], 0x1b, 0xfed00800, 0);
+    expect(vm.mmio.ownerOf(0xfed00000)).toBe("local-apic");
+    expect(vm.mmio.ownerOf(APIC_DEFAULT_BASE)).toBe("local-apic");
+    Cpu.running = cpus[1];
+    expect(vm.mmio.read(0xfed00000 + R.ID, 4)).toBe(0x01000000);
+    expect(vm.mmio.read(APIC_DEFAULT_BASE + R.ID, 4)).toBe(0xffffffff);
+    Cpu.running = cpus[0];
+    expect(vm.mmio.read(APIC_DEFAULT_BASE + R.ID, 4)).toBe(0);
+    expect(vm.mmio.read(0xfed00000 + R.ID, 4)).toBe(0xffffffff);
+    Cpu.running = undefined;
+    apic[1].wrmsr(cpus[1], 0x1b, 0xfee00800, 0);
+    expect(vm.mmio.isClaimed(0xfed00000)).toBe(false);
+  });
+
   it("leaves a page moved onto another device to that device", async () => {
     const { vm, apic, cpus } = await rig();
     vm.mmio.register("other", 0xfec00000, 0x1000, { read: () => 0x1234, write: () => {} });
