@@ -272,6 +272,22 @@ describe("interrupt acceptance and priority (SDM §11.8)", () => {
     a.writeRegister(R.EOI, 0);
     expect(a.readRegister(R.LVT_LINT1) & 0x4000).toBe(0);
   });
+
+  it("resets a vCPU through an LVT entry in INIT mode, and hands out the spurious vector when nothing is left at INTA", async () => {
+    const { apic, cpus } = await rig(2);
+    const ap = apic[1];
+    cpus[1].startup(0x20);
+    ap.writeRegister(R.SVR, 0x1ef);
+    ap.writeRegister(R.LVT_LINT1, 0x500);
+    expect(cpus[1].waitingForSipi).toBe(false);
+    ap.setLint(1, true);
+    expect(cpus[1].waitingForSipi).toBe(true);
+    // INIT put the APIC back to its INIT state: software-disabled, spurious vector 0xFF.
+    expect(ap.readRegister(R.SVR)).toBe(0xff);
+    ap.writeRegister(R.SVR, 0x1ef);
+    expect(ap.acknowledge()).toBe(0xef);
+    expect(bits(ap.isr)).toEqual([]);
+  });
 });
 
 describe("timer (SDM §11.5.4) on the deterministic clock", () => {

@@ -165,7 +165,8 @@ function clearBit(set: Int32Array, v: number): void {
  * - the LVT: the timer (one-shot, periodic, TSC-deadline) counting the
  *   machine's virtual clock at 1 GHz divided by the divide configuration,
  *   on hv-core timers (nothing polls; deterministic runs replay exactly);
- *   LINT0 (the 8259's INTR: ExtINT virtual wire, or Fixed/NMI on its edges);
+ *   LINT0 (the 8259's INTR: ExtINT virtual wire, or Fixed/NMI on its edges,
+ *   sampled at instruction boundaries where IF=1);
  *   LINT1; the error entry; masks, forced while software-disabled (§11.4.7.2);
  * - the ICR (every shorthand and delivery mode: Fixed, Lowest priority, NMI,
  *   INIT, INIT level de-assert, SIPI), and the ESR with its write-before-read
