@@ -284,7 +284,7 @@ export class LocalApic implements CpuExtension, InterruptSource, Snapshottable {
     return this.tpr >> 4 >= isrClass ? this.tpr : isrClass << 4;
   }
 
-  /** Arbitration priority (Intel SDM Vol. 3 §11.8.3, figure 11-15), used by lowest-priority delivery. */
+  /** Arbitration priority (Intel SDM Vol. 3 §11.6.2.4), used by lowest-priority delivery. */
   get apr(): number {
     const tprClass = this.tpr >> 4;
     const isrv = highest(this.isr);
@@ -352,7 +352,7 @@ export class LocalApic implements CpuExtension, InterruptSource, Snapshottable {
   }
 
   /**
-   * INIT (§10.4 of the MP initialization protocol, SDM Vol. 3 §9.4): resets
+   * INIT (Intel SDM Vol. 3 §10.4, multiple-processor initialization): resets
    * the vCPU; application processors then wait for a startup IPI. An INIT
    * aimed at the vCPU that is executing (a self INIT) waits for its
    * instruction boundary.
