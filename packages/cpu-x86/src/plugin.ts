@@ -1,5 +1,6 @@
 import { LEGACY_PIC, ServiceKey, X86_CPU_CONTROL, type Machine, type Plugin, type Snapshottable, type StateValue } from "@typevisor/hv-core";
 import { attachPhysicalMemory } from "@typevisor/mmu-ept";
+import { ApicBus } from "./apic-bus.js";
 import { applyBootState, loadCpuState, saveCpuState } from "./cpu-state.js";
 import { Cpu } from "./cpu.js";
 
@@ -12,6 +13,13 @@ export interface X86CpuOptions {
   vcpus?: number;
   /** Triple fault: stop the machine with reason `shutdown` (default) or reset it (as a PC with reboot enabled). */
   onTripleFault?: "shutdown" | "reset";
+  /**
+   * Give each vCPU a local APIC (default true): the xAPIC page at
+   * 0xFEE00000, the machine's MSI sink, IPIs and INIT/SIPI start-up of the
+   * other vCPUs. Without it the vCPUs take INTR from the legacy PIC only and
+   * vCPUs other than 0 never start.
+   */
+  apic?: boolean;
 }
 
 /** Snapshot adapter of one vCPU. */
@@ -36,6 +44,11 @@ class CpuSnapshot implements Snapshottable {
  * ...), and provides `X86_CPU_CONTROL` for boot loaders and `X86_CPUS` for
  * extension units. Capabilities: `cpu`, `x86-cpu`, `memory`.
  *
+ * With `apic` (the default) each vCPU gets a `LocalApic` (state
+ * `apic0`, `apic1`, ...); their `ApicBus` becomes the machine's
+ * `irqs.msiSink`, maps the register page on `machine.mmio` and is provided
+ * as `LOCAL_APICS`.
+ *
  * The CPU takes INTR from the `LEGACY_PIC` service when a platform provides
  * one, port I/O from `machine.ports`, MMIO from `machine.mmio`, and time from
  * the machine's clock.
@@ -45,6 +58,7 @@ export function x86Cpu(options: X86CpuOptions = {}): Plugin {
   if (!Number.isInteger(count) || count < 1 || count > 255) throw new RangeError(`x86Cpu: vcpus must be 1..255, got ${count}`);
   let cpus: Cpu[] = [];
   let snaps: CpuSnapshot[] = [];
+  let apics: ApicBus | undefined;
   return {
     name: "x86-cpu",
     version: "0.1.0",
@@ -63,8 +77,10 @@ export function x86Cpu(options: X86CpuOptions = {}): Plugin {
         },
       };
       cpus = [];
+      apics = options.apic === false ? undefined : new ApicBus(machine);
       for (let i = 0; i < count; i++) {
-        const cpu = new Cpu(memory, host, { index: i, onTripleFault: options.onTripleFault });
+        const cpu = new Cpu(memory, apics ? apics.hostFor(i, host) : host, { index: i, onTripleFault: options.onTripleFault });
+        apics?.attach(cpu);
         cpus.push(cpu);
         machine.addVcpu(cpu);
       }
@@ -81,6 +97,7 @@ export function x86Cpu(options: X86CpuOptions = {}): Plugin {
       });
     },
     teardown(machine: Machine) {
+      apics?.detach();
       for (const s of snaps) machine.states.unregister(s);
       machine.services.remove(X86_CPUS);
       machine.services.remove(X86_CPU_CONTROL);

@@ -31,9 +31,9 @@ function multiboot(image: Uint8Array): { load: number; fileOffset: number; entry
   throw new Error("no multiboot header");
 }
 
-/** Runs `image` on our vCPU. */
-export async function runOurs(image: Uint8Array, maxInstructions = 50_000_000): Promise<BareMetalRun> {
-  const vm = await createMachine({ memory: "32M", clock: { mode: "deterministic" }, plugins: [x86Cpu()] });
+/** Runs `image` on our vCPU (or `vcpus` of them; the others wait for a startup IPI). */
+export async function runOurs(image: Uint8Array, maxInstructions = 50_000_000, vcpus = 1): Promise<BareMetalRun> {
+  const vm = await createMachine({ memory: "32M", clock: { mode: "deterministic" }, plugins: [x86Cpu({ vcpus })] });
   let output = "";
   vm.ports.register("debugcon", 0xe9, 1, { read: () => 0xe9, write: (_o, _s, v) => void (output += String.fromCharCode(v)) });
   vm.ports.register("debug-exit", 0xf4, 4, { read: () => 0xff, write: (_o, _s, v) => vm.requestStop({ reason: "exit", exitCode: (v << 1) | 1 }) });
@@ -62,13 +62,13 @@ export async function runOurs(image: Uint8Array, maxInstructions = 50_000_000): 
   return { output, end };
 }
 
-/** Runs `image` (a file) on QEMU TCG with -no-reboot (a triple fault ends the process with status 0). */
-export function runQemu(file: string, dir: string): BareMetalRun {
+/** Runs `image` (a file) on QEMU TCG with -no-reboot (a triple fault ends the process with status 0), with `vcpus` CPUs. */
+export function runQemu(file: string, dir: string, vcpus = 1): BareMetalRun {
   const out = join(dir, "debugcon.txt");
   rmSync(out, { force: true });
   const r = spawnSync(
     "qemu-system-i386",
-    ["-accel", "tcg", "-cpu", "max", "-kernel", file, "-m", "32", "-display", "none", "-serial", "none", "-monitor", "none", "-no-reboot", "-debugcon", `file:${out}`, "-device", "isa-debug-exit,iobase=0xf4,iosize=4"],
+    ["-accel", "tcg", "-cpu", "max", "-smp", String(vcpus), "-kernel", file, "-m", "32", "-display", "none", "-serial", "none", "-monitor", "none", "-no-reboot", "-debugcon", `file:${out}`, "-device", "isa-debug-exit,iobase=0xf4,iosize=4"],
     { timeout: 30_000 },
   );
   const output = readFileSync(out, "latin1");
