@@ -584,6 +584,29 @@ export class Mmu {
   }
 
   /**
+   * Makes the page of `la` the fetch page ({@link Mmu.fetchVpn},
+   * {@link Mmu.fetchMem}, {@link Mmu.fetchOff}, {@link Mmu.fetchGpn}) without
+   * reading it, translating for execute when the TLB misses, so a decoder can
+   * look at the bytes in place.
+   * @returns false when the page is not RAM or ROM (MMIO: the CPU fetches through the bus)
+   * @throws PAGE_FAULT like an instruction fetch
+   */
+  fetchPage(la: number): boolean {
+    const vpn = la >>> 12;
+    if (vpn === this.fetchVpn) return true;
+    const i = vpn & TLB_MASK;
+    if (this.tagX[i] !== vpn) {
+      this.translate(la, ACCESS_EXEC, this.user);
+      if (this.tagX[i] !== vpn) return false;
+    }
+    this.fetchVpn = vpn;
+    this.fetchMem = this.mem[i];
+    this.fetchOff = this.off[i];
+    this.fetchGpn = this.gpnOf[i];
+    return true;
+  }
+
+  /**
    * Makes sure `la .. la+size-1` is writable now (fills the TLB or faults)
    * without writing: instructions check every destination before they change
    * any state, so a fault leaves the instruction restartable.
