@@ -49,7 +49,8 @@ export class DecodeCache {
   private readonly spare: Uint16Array[] = [];
   /** Invalidations per guest page, saturating (pages that keep being written are not cached). */
   private strikes = new Uint8Array(0);
-  private invalidations = 0;
+  /** Pages dropped because they were written (statistics). */
+  invalidations = 0;
   /** Blocks decoded (statistics). */
   decodedBlocks = 0;
   /** Full flushes (statistics). */
