@@ -152,6 +152,8 @@ export class Cpu {
   csBase = 0;
   /** CS limit as an unsigned number (cached for instruction fetch). */
   csLimit = 0xffff;
+  /** @internal the CS limit as int32 bits (compared as `x >>> 0`, which stays in integer registers) */
+  csLimitBits = 0xffff;
   /** EIP wrap mask: 0xFFFF for 16-bit code, -1 for 32-bit. */
   ipMask = 0xffff;
   // Fetch window: the CS offsets [winStart, winStart + winLen] lie in one cached code page and
@@ -440,6 +442,7 @@ export class Cpu {
   updateCsCache(): void {
     this.csBase = this.segBase[C.CS];
     this.csLimit = this.segLimit[C.CS] >>> 0;
+    this.csLimitBits = this.segLimit[C.CS];
     this.ipMask = this.code32 ? -1 : 0xffff;
     this.winGen = -1;
     this.winLen = -1;

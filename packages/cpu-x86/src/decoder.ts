@@ -5,9 +5,13 @@
 // crossing the end of the fetch window) becomes a generic record, which
 // runs the byte-by-byte interpreter for that one instruction.
 //
+// A block runs until a control transfer; conditional branches do not end it
+// (a taken one leaves it), so a loop body with early exits is one block.
+//
 // Record layout (REC_STRIDE int32 words):
 //   word 0: id (bits 0-7) | length (8-11) | size (12-13: 0 byte, 1 word, 2 dword)
 //           | sub (16-19: ALU op, condition, shift op...) | A (20-23) | B (24-27)
+//           | register-only (bit 31, see REG_ONLY)
 //   word 1: memory operand: base (0-3, 8 = none) | index (4-7, 8 = none)
 //           | scale (8-9) | 16-bit addressing (bit 10) | segment (12-14)
 //   word 2: displacement (or the relative branch offset)
@@ -79,7 +83,7 @@ export const H_MOV_MR = 28;
 export const H_MOV_MI = 29;
 /** LEA reg A, mem. */
 export const H_LEA = 30;
-/** Jcc rel (condition `sub`). */
+/** Jcc rel (condition `sub`); a taken branch ends the block, a not-taken one goes on in it. */
 export const H_JCC = 31;
 /** JMP rel. */
 export const H_JMP = 32;
@@ -155,6 +159,14 @@ export const H_TEST_RR32 = 66;
 // The 32-bit register forms of each ALU op (ADC and SBB use the generic one).
 const RR32 = [H_ADD_RR32, H_OR_RR32, H_ALU_RR32, H_ALU_RR32, H_AND_RR32, H_SUB_RR32, H_XOR_RR32, H_CMP_RR32];
 const RI32 = [H_ADD_RI32, H_OR_RI32, H_ALU_RI32, H_ALU_RI32, H_AND_RI32, H_SUB_RI32, H_XOR_RI32, H_CMP_RI32];
+
+/**
+ * Word-0 bit 31 of handlers that touch only registers and flags: they
+ * cannot fault (a jump's CS limit check records its own position before
+ * raising #GP) and nothing outside the CPU can observe them, so the run loop
+ * skips the per-instruction bookkeeping (sliceCount, attention) for them.
+ */
+export const REG_ONLY = 1 << 31;
 
 /** Word-0 flag of the decoder's result: the instruction ends its block. */
 export const ENDS_BLOCK = 0x100;
@@ -259,8 +271,17 @@ function imm(m: Uint8Array, at: number, s: number): number {
 }
 
 /** Word 0 of a record. */
+// Handlers that are register-only (REG_ONLY).
+const PURE = new Uint8Array(256);
+for (const id of [
+  H_ALU_RR32, H_ALU_RR, H_ALU_RI32, H_ALU_RI, H_TEST_RR, H_TEST_RI, H_INC_R, H_DEC_R, H_MOV_RR, H_MOV_RI, H_LEA, H_JCC, H_JMP,
+  H_SHIFT_R, H_MOVX_R, H_IMUL_R, H_SETCC_R, H_CMOV_R, H_CWDE, H_NOP, H_NOTNEG_R, H_XCHG_RR,
+  H_ADD_RR32, H_OR_RR32, H_AND_RR32, H_SUB_RR32, H_XOR_RR32, H_CMP_RR32,
+  H_ADD_RI32, H_OR_RI32, H_AND_RI32, H_SUB_RI32, H_XOR_RI32, H_CMP_RI32, H_TEST_RR32,
+]) PURE[id] = 1;
+
 function w0(id: number, len: number, size: number, sub: number, a: number, b: number): number {
-  return id | (len << 8) | (size << 12) | (sub << 16) | (a << 20) | (b << 24);
+  return id | (len << 8) | (size << 12) | (sub << 16) | (a << 20) | (b << 24) | (PURE[id] << 31);
 }
 
 /**
@@ -329,7 +350,7 @@ export function decodeInstruction(rec: Int32Array, r: number, m: Uint8Array, p: 
     if (i >= avail) return 0;
     rec[r + 2] = (m[p + i++] << 24) >> 24;
     rec[r] = w0(H_JCC, i, vs, op & 15, 0, 0);
-    return i | ENDS_BLOCK;
+    return i; // the block goes on along the not-taken path
   }
   if (op >= 0xb0 && op < 0xc0) {
     const s = op < 0xb8 ? 0 : vs;
@@ -552,7 +573,7 @@ function decode0F(rec: Int32Array, r: number, m: Uint8Array, p: number, i: numbe
     rec[r + 2] = vs === 2 ? imm(m, p + i, 2) : ((m[p + i] | (m[p + i + 1] << 8)) << 16) >> 16;
     i += n;
     rec[r] = w0(H_JCC, i, vs, op & 15, 0, 0);
-    return i | ENDS_BLOCK;
+    return i;
   }
   if (op >= 0x90 && op < 0xa0) {
     i = modrm(rec, r, m, p, i, avail, a32, segOvr);

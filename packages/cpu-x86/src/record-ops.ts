@@ -35,7 +35,7 @@ function seg(rec: Int32Array, r: number): number {
 /** A near transfer to `t` (16-bit operand size truncates it) after the CS limit check. */
 function jumpTo(cpu: Cpu, t: number, size: number): void {
   if (size !== 2) t &= 0xffff;
-  if (t >>> 0 > cpu.csLimit) cpu.raiseGp(0);
+  if (t >>> 0 > cpu.csLimitBits >>> 0) cpu.raiseGp(0);
   cpu.eip = t;
 }
 
@@ -184,14 +184,14 @@ function callRel(cpu: Cpu, rec: Int32Array, r: number, w: number): void {
   let t = (cpu.eip + rec[r + 2]) | 0;
   if (s !== 2) t &= 0xffff;
   // The target is checked before the return address is pushed (Intel SDM Vol. 2 CALL).
-  if (t >>> 0 > cpu.csLimit) cpu.raiseGp(0);
+  if (t >>> 0 > cpu.csLimitBits >>> 0) cpu.raiseGp(0);
   cpu.push(s, cpu.eip);
   cpu.eip = t;
 }
 
 function callTo(cpu: Cpu, t: number, s: number): void {
   if (s !== 2) t &= 0xffff;
-  if (t >>> 0 > cpu.csLimit) cpu.raiseGp(0);
+  if (t >>> 0 > cpu.csLimitBits >>> 0) cpu.raiseGp(0);
   cpu.push(s, cpu.eip);
   cpu.eip = t;
 }
@@ -289,18 +289,6 @@ function xchgRR(cpu: Cpu, w: number): void {
   cpu.setReg(s, a, v);
 }
 
-/** CF of the last operation, with the common 32-bit cases inline (the full rules are Cpu.getCF). */
-function carry(cpu: Cpu): number {
-  if ((cpu.lazy & 1) === 0) return cpu.flags & 1;
-  if (cpu.fS === 2) {
-    const op = cpu.fOp;
-    if (op === 3) return cpu.fA >>> 0 < cpu.fB >>> 0 ? 1 : 0; // SUB
-    if (op === 1) return cpu.fR >>> 0 < cpu.fA >>> 0 ? 1 : 0; // ADD
-    if (op === 0) return 0; // logic
-  }
-  return cpu.getCF();
-}
-
 /**
  * Condition `cc` (Jcc/SETcc/CMOVcc low nibble), with the cases that follow
  * a 32-bit CMP/SUB, a logic op or INC/DEC computed directly from the lazy
@@ -378,11 +366,13 @@ export function runBlocks(cpu: Cpu, n: number, budget: number): number {
     let b = 0;
     if (d >= 0 && d <= winLen) {
       b = cpu.curMap[(cpu.csBase + eip) & 0xfff];
-      if (b !== 0 && d + bBytes[b] > winLen + 1) b = 0;
+      if (b !== 0 && ((d + bBytes[b]) | 0) > ((winLen + 1) | 0)) b = 0;
     }
     if (b === 0) b = cpu.lookupBlock();
     let k = bCount[b];
-    if (k > budget - n) k = budget - n;
+    if (k > ((budget - n) | 0)) k = (budget - n) | 0;
+    // Single-stepping and interrupt shadows enter with attention set: exactly one instruction.
+    if (cpu.attention !== 0) k = 1;
     let r = bStart[b];
     cpu.blockRec = r;
     const mask = cpu.ipMask;
@@ -391,6 +381,9 @@ export function runBlocks(cpu: Cpu, n: number, budget: number): number {
     for (;;) {
       const w = rec[r];
       let next = (eip + ((w >> 8) & 15)) & mask;
+      // Anything that may fault or be seen from outside (memory, MMIO, the interpreter) finds the
+      // instructions retired so far in sliceCount; register-only records (w < 0) skip it.
+      if (w >= 0) cpu.sliceCount = n;
       // Literal case labels (the decoder's H_ ids, checked by record-ops.test.ts) make this a jump table.
       switch (w & 0xff) {
         case 0: // H_GENERIC
@@ -549,8 +542,16 @@ export function runBlocks(cpu: Cpu, n: number, budget: number): number {
             incDecR(cpu, w, (w & 0xff) === 18);
             break;
           }
-          // CF is kept: materialize it before the lazy state is replaced.
-          if (cpu.lazy & 1) cpu.flags = (cpu.flags & ~1) | carry(cpu);
+          // CF is kept: materialize it before the lazy state is replaced (the common cases inline).
+          if (cpu.lazy & 1) {
+            const op = cpu.fOp;
+            let cf: number;
+            if (cpu.fS === 2 && op === 3) cf = cpu.fA >>> 0 < cpu.fB >>> 0 ? 1 : 0;
+            else if (cpu.fS === 2 && op === 1) cf = cpu.fR >>> 0 < cpu.fA >>> 0 ? 1 : 0;
+            else if (op === 0) cf = 0;
+            else cf = cpu.getCF();
+            cpu.flags = (cpu.flags & ~1) | cf;
+          }
           const x = regs[a];
           const dec = (w & 0xff) === 18;
           const res = dec ? (x - 1) | 0 : (x + 1) | 0;
@@ -565,10 +566,16 @@ export function runBlocks(cpu: Cpu, n: number, budget: number): number {
         }
         case 31: // H_JCC
         case 32: { // H_JMP
-          if ((w & 0xff) === 31 && !condition(cpu, (w >> 16) & 15)) break;
+          if ((w & 0xff) === 31) {
+            if (!condition(cpu, (w >> 16) & 15)) break;
+            k = 1; // taken: the block ends here
+          }
           let t = (next + rec[r + 2]) | 0;
           if (((w >> 12) & 3) !== 2) t &= 0xffff;
-          if (t >>> 0 > cpu.csLimit) cpu.raiseGp(0);
+          if (t >>> 0 > cpu.csLimitBits >>> 0) {
+            cpu.sliceCount = n; // register-only records record their position only when they fault
+            cpu.raiseGp(0);
+          }
           next = t;
           break;
         }
@@ -857,11 +864,12 @@ export function runBlocks(cpu: Cpu, n: number, budget: number): number {
           xchgRR(cpu, w);
           break;
       }
-      cpu.sliceCount = ++n;
+      n = (n + 1) | 0;
       eip = next;
-      if (--k === 0 || cpu.attention !== 0) break;
-      r += REC_STRIDE;
+      if (--k === 0 || (w >= 0 && cpu.attention !== 0)) break;
+      r = (r + REC_STRIDE) | 0;
     }
+    cpu.sliceCount = n;
     cpu.eip = eip;
     if (cpu.attention !== 0 || n >= budget) return n;
   }
