@@ -354,8 +354,8 @@ export function runBlocks(cpu: Cpu, n: number, budget: number): number {
   const bStart = dc.bStart;
   const bCount = dc.bCount;
   const regs = cpu.regs;
+  let eip = cpu.eip;
   for (;;) {
-    let eip = cpu.eip;
     // Where a fault finds its instruction (Cpu.faultRestore); the lookup itself may fault on the fetch.
     cpu.blockEip = eip;
     cpu.blockN = n;
@@ -369,508 +369,519 @@ export function runBlocks(cpu: Cpu, n: number, budget: number): number {
       if (b !== 0 && ((d + bBytes[b]) | 0) > ((winLen + 1) | 0)) b = 0;
     }
     if (b === 0) b = cpu.lookupBlock();
-    let k = bCount[b];
-    if (k > ((budget - n) | 0)) k = (budget - n) | 0;
-    // Single-stepping and interrupt shadows enter with attention set: exactly one instruction.
-    if (cpu.attention !== 0) k = 1;
-    let r = bStart[b];
-    cpu.blockRec = r;
+    const start = eip;
+    const map = cpu.curMap;
     const mask = cpu.ipMask;
-    // EIP lives in `eip` (the instruction's start) and `next` while the block runs; cpu.eip is
-    // written when the block ends and before handlers that read it.
+    // A block that branches back to its own start runs again without a lookup while the
+    // window (same page map, same CS) stays open and nothing needs attention.
     for (;;) {
-      const w = rec[r];
-      let next = (eip + ((w >> 8) & 15)) & mask;
-      // Anything that may fault or be seen from outside (memory, MMIO, the interpreter) finds the
-      // instructions retired so far in sliceCount; register-only records (w < 0) skip it.
-      if (w >= 0) cpu.sliceCount = n;
-      // Literal case labels (the decoder's H_ ids, checked by record-ops.test.ts) make this a jump table.
-      switch (w & 0xff) {
-        case 0: // H_GENERIC
-          cpu.eip = eip;
-          cpu.step();
-          next = cpu.eip;
-          break;
-        case 54: { // H_ADD_RR32
-          const a = (w >> 20) & 15;
-          const x = regs[a];
-          const y = regs[(w >> 24) & 15];
-          const res = (x + y) | 0;
-          regs[a] = res;
-          cpu.fOp = 1;
-          cpu.fA = x;
-          cpu.fB = y;
-          cpu.fR = res;
-          cpu.fS = 2;
-          cpu.lazy = 0x8d5;
-          break;
-        }
-        case 55: { // H_OR_RR32
-          const a = (w >> 20) & 15;
-          const res = regs[a] | regs[(w >> 24) & 15];
-          regs[a] = res;
-          cpu.fOp = 0;
-          cpu.fR = res;
-          cpu.fS = 2;
-          cpu.lazy = 0x8d5;
-          break;
-        }
-        case 56: { // H_AND_RR32
-          const a = (w >> 20) & 15;
-          const res = regs[a] & regs[(w >> 24) & 15];
-          regs[a] = res;
-          cpu.fOp = 0;
-          cpu.fR = res;
-          cpu.fS = 2;
-          cpu.lazy = 0x8d5;
-          break;
-        }
-        case 57: { // H_SUB_RR32
-          const a = (w >> 20) & 15;
-          const x = regs[a];
-          const y = regs[(w >> 24) & 15];
-          const res = (x - y) | 0;
-          regs[a] = res;
-          cpu.fOp = 3;
-          cpu.fA = x;
-          cpu.fB = y;
-          cpu.fR = res;
-          cpu.fS = 2;
-          cpu.lazy = 0x8d5;
-          break;
-        }
-        case 58: { // H_XOR_RR32
-          const a = (w >> 20) & 15;
-          const res = regs[a] ^ regs[(w >> 24) & 15];
-          regs[a] = res;
-          cpu.fOp = 0;
-          cpu.fR = res;
-          cpu.fS = 2;
-          cpu.lazy = 0x8d5;
-          break;
-        }
-        case 59: { // H_CMP_RR32
-          const x = regs[(w >> 20) & 15];
-          const y = regs[(w >> 24) & 15];
-          cpu.fOp = 3;
-          cpu.fA = x;
-          cpu.fB = y;
-          cpu.fR = (x - y) | 0;
-          cpu.fS = 2;
-          cpu.lazy = 0x8d5;
-          break;
-        }
-        case 60: { // H_ADD_RI32
-          const a = (w >> 20) & 15;
-          const x = regs[a];
-          const y = rec[r + 3];
-          const res = (x + y) | 0;
-          regs[a] = res;
-          cpu.fOp = 1;
-          cpu.fA = x;
-          cpu.fB = y;
-          cpu.fR = res;
-          cpu.fS = 2;
-          cpu.lazy = 0x8d5;
-          break;
-        }
-        case 61: { // H_OR_RI32
-          const a = (w >> 20) & 15;
-          const res = regs[a] | rec[r + 3];
-          regs[a] = res;
-          cpu.fOp = 0;
-          cpu.fR = res;
-          cpu.fS = 2;
-          cpu.lazy = 0x8d5;
-          break;
-        }
-        case 62: { // H_AND_RI32
-          const a = (w >> 20) & 15;
-          const res = regs[a] & rec[r + 3];
-          regs[a] = res;
-          cpu.fOp = 0;
-          cpu.fR = res;
-          cpu.fS = 2;
-          cpu.lazy = 0x8d5;
-          break;
-        }
-        case 63: { // H_SUB_RI32
-          const a = (w >> 20) & 15;
-          const x = regs[a];
-          const y = rec[r + 3];
-          const res = (x - y) | 0;
-          regs[a] = res;
-          cpu.fOp = 3;
-          cpu.fA = x;
-          cpu.fB = y;
-          cpu.fR = res;
-          cpu.fS = 2;
-          cpu.lazy = 0x8d5;
-          break;
-        }
-        case 64: { // H_XOR_RI32
-          const a = (w >> 20) & 15;
-          const res = regs[a] ^ rec[r + 3];
-          regs[a] = res;
-          cpu.fOp = 0;
-          cpu.fR = res;
-          cpu.fS = 2;
-          cpu.lazy = 0x8d5;
-          break;
-        }
-        case 65: { // H_CMP_RI32
-          const x = regs[(w >> 20) & 15];
-          const y = rec[r + 3];
-          cpu.fOp = 3;
-          cpu.fA = x;
-          cpu.fB = y;
-          cpu.fR = (x - y) | 0;
-          cpu.fS = 2;
-          cpu.lazy = 0x8d5;
-          break;
-        }
-        case 66: // H_TEST_RR32
-          cpu.fOp = 0;
-          cpu.fR = regs[(w >> 24) & 15] & regs[(w >> 20) & 15];
-          cpu.fS = 2;
-          cpu.lazy = 0x8d5;
-          break;
-        case 17: // H_INC_R
-        case 18: { // H_DEC_R
-          const a = (w >> 20) & 15;
-          if (((w >> 12) & 3) !== 2) {
-            incDecR(cpu, w, (w & 0xff) === 18);
+      let k = bCount[b];
+      if (k > ((budget - n) | 0)) k = (budget - n) | 0;
+      // Single-stepping and interrupt shadows enter with attention set: exactly one instruction.
+      if (cpu.attention !== 0) k = 1;
+      let r = bStart[b];
+      cpu.blockRec = r;
+      // EIP lives in `eip` (the instruction's start) and `next` while the block runs; cpu.eip is
+      // written when the block ends and before handlers that read it.
+      for (;;) {
+        const w = rec[r];
+        let next = (eip + ((w >> 8) & 15)) & mask;
+        // Anything that may fault or be seen from outside (memory, MMIO, the interpreter) finds the
+        // instructions retired so far in sliceCount; register-only records (w < 0) skip it.
+        if (w >= 0) cpu.sliceCount = n;
+        // Literal case labels (the decoder's H_ ids, checked by record-ops.test.ts) make this a jump table.
+        switch (w & 0xff) {
+          case 0: // H_GENERIC
+            cpu.eip = eip;
+            cpu.step();
+            next = cpu.eip;
+            break;
+          case 54: { // H_ADD_RR32
+            const a = (w >> 20) & 15;
+            const x = regs[a];
+            const y = regs[(w >> 24) & 15];
+            const res = (x + y) | 0;
+            regs[a] = res;
+            cpu.fOp = 1;
+            cpu.fA = x;
+            cpu.fB = y;
+            cpu.fR = res;
+            cpu.fS = 2;
+            cpu.lazy = 0x8d5;
             break;
           }
-          // CF is kept: materialize it before the lazy state is replaced (the common cases inline).
-          if (cpu.lazy & 1) {
-            const op = cpu.fOp;
-            let cf: number;
-            if (cpu.fS === 2 && op === 3) cf = cpu.fA >>> 0 < cpu.fB >>> 0 ? 1 : 0;
-            else if (cpu.fS === 2 && op === 1) cf = cpu.fR >>> 0 < cpu.fA >>> 0 ? 1 : 0;
-            else if (op === 0) cf = 0;
-            else cf = cpu.getCF();
-            cpu.flags = (cpu.flags & ~1) | cf;
-          }
-          const x = regs[a];
-          const dec = (w & 0xff) === 18;
-          const res = dec ? (x - 1) | 0 : (x + 1) | 0;
-          regs[a] = res;
-          cpu.fOp = dec ? 3 : 1;
-          cpu.fA = x;
-          cpu.fB = 1;
-          cpu.fR = res;
-          cpu.fS = 2;
-          cpu.lazy = 0x8d4;
-          break;
-        }
-        case 31: // H_JCC
-        case 32: { // H_JMP
-          if ((w & 0xff) === 31) {
-            if (!condition(cpu, (w >> 16) & 15)) break;
-            k = 1; // taken: the block ends here
-          }
-          let t = (next + rec[r + 2]) | 0;
-          if (((w >> 12) & 3) !== 2) t &= 0xffff;
-          if (t >>> 0 > cpu.csLimitBits >>> 0) {
-            cpu.sliceCount = n; // register-only records record their position only when they fault
-            cpu.raiseGp(0);
-          }
-          next = t;
-          break;
-        }
-        case 1: // H_ALU_RR32
-          aluRR32(cpu, w);
-          break;
-        case 2: // H_ALU_RR
-          aluRR(cpu, w);
-          break;
-        case 3: // H_ALU_RI32
-          aluRI32(cpu, rec, r, w);
-          break;
-        case 4: // H_ALU_RI
-          aluRI(cpu, rec, r, w);
-          break;
-        case 5: // H_ALU_MR32
-        case 9: { // H_ALU_MI32
-          const e = rec[r + 1];
-          let off = rec[r + 2];
-          if ((e & 0x400) === 0) {
-            if ((e & 15) !== 8) off = (off + regs[e & 15]) | 0;
-            if (((e >> 4) & 15) !== 8) off = (off + (regs[(e >> 4) & 15] << ((e >> 8) & 3))) | 0;
-          } else off = ea(cpu, rec, r);
-          const sg = (e >> 12) & 7;
-          const la = cpu.segFast[sg] === 1 ? (cpu.segBase[sg] + off) | 0 : cpu.linSlow(sg, off, 4, true);
-          const y = (w & 0xff) === 5 ? regs[(w >> 20) & 15] : rec[r + 3];
-          const mmu = cpu.mmu;
-          const vpn = la >>> 12;
-          const i = vpn & 16383; // TLB_SIZE - 1
-          if (mmu.tagW[i] === vpn && (la & 3) === 0) {
-            // Aligned dword in a cached writable page: one TLB lookup for the read and the write.
-            const m = mmu.mem32[i];
-            const a = (mmu.off[i] + (la & 0xfff)) >> 2;
-            m[a] = cpu.alu((w >> 16) & 15, m[a], y, 2);
-          } else {
-            mmu.probeWrite(la, 4);
-            mmu.write32(la, cpu.alu((w >> 16) & 15, mmu.read32(la), y, 2));
-          }
-          break;
-        }
-        case 6: // H_ALU_MR
-          aluMR(cpu, rec, r, w);
-          break;
-        case 7: // H_ALU_RM32
-          aluRM32(cpu, rec, r, w);
-          break;
-        case 8: // H_ALU_RM
-          aluRM(cpu, rec, r, w);
-          break;
-        case 10: // H_ALU_MI
-          aluMI(cpu, rec, r, w);
-          break;
-        case 11: // H_CMP_MR
-          cmpMR(cpu, rec, r, w);
-          break;
-        case 12: { // H_CMP_MI
-          const s = (w >> 12) & 3;
-          if (s === 1) {
-            cmpMI(cpu, rec, r, w);
+          case 55: { // H_OR_RR32
+            const a = (w >> 20) & 15;
+            const res = regs[a] | regs[(w >> 24) & 15];
+            regs[a] = res;
+            cpu.fOp = 0;
+            cpu.fR = res;
+            cpu.fS = 2;
+            cpu.lazy = 0x8d5;
             break;
           }
-          const e = rec[r + 1];
-          let off = rec[r + 2];
-          if ((e & 0x400) === 0) {
-            if ((e & 15) !== 8) off = (off + regs[e & 15]) | 0;
-            if (((e >> 4) & 15) !== 8) off = (off + (regs[(e >> 4) & 15] << ((e >> 8) & 3))) | 0;
-          } else off = ea(cpu, rec, r);
-          const sg = (e >> 12) & 7;
-          const la = cpu.segFast[sg] === 1 ? (cpu.segBase[sg] + off) | 0 : cpu.linSlow(sg, off, 1 << s, false);
-          const mmu = cpu.mmu;
-          const vpn = la >>> 12;
-          const i = vpn & 16383; // TLB_SIZE - 1
-          let x: number;
-          if (s === 0) x = mmu.tagR[i] === vpn ? mmu.mem[i][mmu.off[i] + (la & 0xfff)] : mmu.read8(la);
-          else x = mmu.tagR[i] === vpn && (la & 3) === 0 ? mmu.mem32[i][(mmu.off[i] + (la & 0xfff)) >> 2] : mmu.read32(la);
-          const y = rec[r + 3];
-          cpu.fOp = 3;
-          cpu.fA = x;
-          cpu.fB = y;
-          cpu.fR = (x - y) | 0;
-          cpu.fS = s;
-          cpu.lazy = 0x8d5;
-          break;
-        }
-        case 13: // H_TEST_RR
-          testRR(cpu, w);
-          break;
-        case 14: // H_TEST_RI
-          testRI(cpu, rec, r, w);
-          break;
-        case 15: // H_TEST_MR
-          testMR(cpu, rec, r, w);
-          break;
-        case 16: // H_TEST_MI
-          testMI(cpu, rec, r, w);
-          break;
-        case 19: // H_INC_M
-          incDecM(cpu, rec, r, w, false);
-          break;
-        case 20: // H_DEC_M
-          incDecM(cpu, rec, r, w, true);
-          break;
-        case 21: { // H_PUSH_R
-          const s = (w >> 12) & 3;
-          if (s === 2 && cpu.stack32 && cpu.segFast[2] === 1) {
-            // Flat 32-bit stack: the store goes straight to the TLB entry.
-            const v = regs[(w >> 20) & 15];
-            const esp = (regs[4] - 4) | 0;
-            const la = (cpu.segBase[2] + esp) | 0;
+          case 56: { // H_AND_RR32
+            const a = (w >> 20) & 15;
+            const res = regs[a] & regs[(w >> 24) & 15];
+            regs[a] = res;
+            cpu.fOp = 0;
+            cpu.fR = res;
+            cpu.fS = 2;
+            cpu.lazy = 0x8d5;
+            break;
+          }
+          case 57: { // H_SUB_RR32
+            const a = (w >> 20) & 15;
+            const x = regs[a];
+            const y = regs[(w >> 24) & 15];
+            const res = (x - y) | 0;
+            regs[a] = res;
+            cpu.fOp = 3;
+            cpu.fA = x;
+            cpu.fB = y;
+            cpu.fR = res;
+            cpu.fS = 2;
+            cpu.lazy = 0x8d5;
+            break;
+          }
+          case 58: { // H_XOR_RR32
+            const a = (w >> 20) & 15;
+            const res = regs[a] ^ regs[(w >> 24) & 15];
+            regs[a] = res;
+            cpu.fOp = 0;
+            cpu.fR = res;
+            cpu.fS = 2;
+            cpu.lazy = 0x8d5;
+            break;
+          }
+          case 59: { // H_CMP_RR32
+            const x = regs[(w >> 20) & 15];
+            const y = regs[(w >> 24) & 15];
+            cpu.fOp = 3;
+            cpu.fA = x;
+            cpu.fB = y;
+            cpu.fR = (x - y) | 0;
+            cpu.fS = 2;
+            cpu.lazy = 0x8d5;
+            break;
+          }
+          case 60: { // H_ADD_RI32
+            const a = (w >> 20) & 15;
+            const x = regs[a];
+            const y = rec[r + 3];
+            const res = (x + y) | 0;
+            regs[a] = res;
+            cpu.fOp = 1;
+            cpu.fA = x;
+            cpu.fB = y;
+            cpu.fR = res;
+            cpu.fS = 2;
+            cpu.lazy = 0x8d5;
+            break;
+          }
+          case 61: { // H_OR_RI32
+            const a = (w >> 20) & 15;
+            const res = regs[a] | rec[r + 3];
+            regs[a] = res;
+            cpu.fOp = 0;
+            cpu.fR = res;
+            cpu.fS = 2;
+            cpu.lazy = 0x8d5;
+            break;
+          }
+          case 62: { // H_AND_RI32
+            const a = (w >> 20) & 15;
+            const res = regs[a] & rec[r + 3];
+            regs[a] = res;
+            cpu.fOp = 0;
+            cpu.fR = res;
+            cpu.fS = 2;
+            cpu.lazy = 0x8d5;
+            break;
+          }
+          case 63: { // H_SUB_RI32
+            const a = (w >> 20) & 15;
+            const x = regs[a];
+            const y = rec[r + 3];
+            const res = (x - y) | 0;
+            regs[a] = res;
+            cpu.fOp = 3;
+            cpu.fA = x;
+            cpu.fB = y;
+            cpu.fR = res;
+            cpu.fS = 2;
+            cpu.lazy = 0x8d5;
+            break;
+          }
+          case 64: { // H_XOR_RI32
+            const a = (w >> 20) & 15;
+            const res = regs[a] ^ rec[r + 3];
+            regs[a] = res;
+            cpu.fOp = 0;
+            cpu.fR = res;
+            cpu.fS = 2;
+            cpu.lazy = 0x8d5;
+            break;
+          }
+          case 65: { // H_CMP_RI32
+            const x = regs[(w >> 20) & 15];
+            const y = rec[r + 3];
+            cpu.fOp = 3;
+            cpu.fA = x;
+            cpu.fB = y;
+            cpu.fR = (x - y) | 0;
+            cpu.fS = 2;
+            cpu.lazy = 0x8d5;
+            break;
+          }
+          case 66: // H_TEST_RR32
+            cpu.fOp = 0;
+            cpu.fR = regs[(w >> 24) & 15] & regs[(w >> 20) & 15];
+            cpu.fS = 2;
+            cpu.lazy = 0x8d5;
+            break;
+          case 17: // H_INC_R
+          case 18: { // H_DEC_R
+            const a = (w >> 20) & 15;
+            if (((w >> 12) & 3) !== 2) {
+              incDecR(cpu, w, (w & 0xff) === 18);
+              break;
+            }
+            // CF is kept: materialize it before the lazy state is replaced (the common cases inline).
+            if (cpu.lazy & 1) {
+              const op = cpu.fOp;
+              let cf: number;
+              if (cpu.fS === 2 && op === 3) cf = cpu.fA >>> 0 < cpu.fB >>> 0 ? 1 : 0;
+              else if (cpu.fS === 2 && op === 1) cf = cpu.fR >>> 0 < cpu.fA >>> 0 ? 1 : 0;
+              else if (op === 0) cf = 0;
+              else cf = cpu.getCF();
+              cpu.flags = (cpu.flags & ~1) | cf;
+            }
+            const x = regs[a];
+            const dec = (w & 0xff) === 18;
+            const res = dec ? (x - 1) | 0 : (x + 1) | 0;
+            regs[a] = res;
+            cpu.fOp = dec ? 3 : 1;
+            cpu.fA = x;
+            cpu.fB = 1;
+            cpu.fR = res;
+            cpu.fS = 2;
+            cpu.lazy = 0x8d4;
+            break;
+          }
+          case 31: // H_JCC
+          case 32: { // H_JMP
+            if ((w & 0xff) === 31) {
+              if (!condition(cpu, (w >> 16) & 15)) break;
+              k = 1; // taken: the block ends here
+            }
+            let t = (next + rec[r + 2]) | 0;
+            if (((w >> 12) & 3) !== 2) t &= 0xffff;
+            if (t >>> 0 > cpu.csLimitBits >>> 0) {
+              cpu.sliceCount = n; // register-only records record their position only when they fault
+              cpu.raiseGp(0);
+            }
+            next = t;
+            break;
+          }
+          case 1: // H_ALU_RR32
+            aluRR32(cpu, w);
+            break;
+          case 2: // H_ALU_RR
+            aluRR(cpu, w);
+            break;
+          case 3: // H_ALU_RI32
+            aluRI32(cpu, rec, r, w);
+            break;
+          case 4: // H_ALU_RI
+            aluRI(cpu, rec, r, w);
+            break;
+          case 5: // H_ALU_MR32
+          case 9: { // H_ALU_MI32
+            const e = rec[r + 1];
+            let off = rec[r + 2];
+            if ((e & 0x400) === 0) {
+              if ((e & 15) !== 8) off = (off + regs[e & 15]) | 0;
+              if (((e >> 4) & 15) !== 8) off = (off + (regs[(e >> 4) & 15] << ((e >> 8) & 3))) | 0;
+            } else off = ea(cpu, rec, r);
+            const sg = (e >> 12) & 7;
+            const la = cpu.segFast[sg] === 1 ? (cpu.segBase[sg] + off) | 0 : cpu.linSlow(sg, off, 4, true);
+            const y = (w & 0xff) === 5 ? regs[(w >> 20) & 15] : rec[r + 3];
             const mmu = cpu.mmu;
             const vpn = la >>> 12;
             const i = vpn & 16383; // TLB_SIZE - 1
-            if (mmu.tagW[i] === vpn && (la & 3) === 0) mmu.mem32[i][(mmu.off[i] + (la & 0xfff)) >> 2] = v;
+            if (mmu.tagW[i] === vpn && (la & 3) === 0) {
+              // Aligned dword in a cached writable page: one TLB lookup for the read and the write.
+              const m = mmu.mem32[i];
+              const a = (mmu.off[i] + (la & 0xfff)) >> 2;
+              m[a] = cpu.alu((w >> 16) & 15, m[a], y, 2);
+            } else {
+              mmu.probeWrite(la, 4);
+              mmu.write32(la, cpu.alu((w >> 16) & 15, mmu.read32(la), y, 2));
+            }
+            break;
+          }
+          case 6: // H_ALU_MR
+            aluMR(cpu, rec, r, w);
+            break;
+          case 7: // H_ALU_RM32
+            aluRM32(cpu, rec, r, w);
+            break;
+          case 8: // H_ALU_RM
+            aluRM(cpu, rec, r, w);
+            break;
+          case 10: // H_ALU_MI
+            aluMI(cpu, rec, r, w);
+            break;
+          case 11: // H_CMP_MR
+            cmpMR(cpu, rec, r, w);
+            break;
+          case 12: { // H_CMP_MI
+            const s = (w >> 12) & 3;
+            if (s === 1) {
+              cmpMI(cpu, rec, r, w);
+              break;
+            }
+            const e = rec[r + 1];
+            let off = rec[r + 2];
+            if ((e & 0x400) === 0) {
+              if ((e & 15) !== 8) off = (off + regs[e & 15]) | 0;
+              if (((e >> 4) & 15) !== 8) off = (off + (regs[(e >> 4) & 15] << ((e >> 8) & 3))) | 0;
+            } else off = ea(cpu, rec, r);
+            const sg = (e >> 12) & 7;
+            const la = cpu.segFast[sg] === 1 ? (cpu.segBase[sg] + off) | 0 : cpu.linSlow(sg, off, 1 << s, false);
+            const mmu = cpu.mmu;
+            const vpn = la >>> 12;
+            const i = vpn & 16383; // TLB_SIZE - 1
+            let x: number;
+            if (s === 0) x = mmu.tagR[i] === vpn ? mmu.mem[i][mmu.off[i] + (la & 0xfff)] : mmu.read8(la);
+            else x = mmu.tagR[i] === vpn && (la & 3) === 0 ? mmu.mem32[i][(mmu.off[i] + (la & 0xfff)) >> 2] : mmu.read32(la);
+            const y = rec[r + 3];
+            cpu.fOp = 3;
+            cpu.fA = x;
+            cpu.fB = y;
+            cpu.fR = (x - y) | 0;
+            cpu.fS = s;
+            cpu.lazy = 0x8d5;
+            break;
+          }
+          case 13: // H_TEST_RR
+            testRR(cpu, w);
+            break;
+          case 14: // H_TEST_RI
+            testRI(cpu, rec, r, w);
+            break;
+          case 15: // H_TEST_MR
+            testMR(cpu, rec, r, w);
+            break;
+          case 16: // H_TEST_MI
+            testMI(cpu, rec, r, w);
+            break;
+          case 19: // H_INC_M
+            incDecM(cpu, rec, r, w, false);
+            break;
+          case 20: // H_DEC_M
+            incDecM(cpu, rec, r, w, true);
+            break;
+          case 21: { // H_PUSH_R
+            const s = (w >> 12) & 3;
+            if (s === 2 && cpu.stack32 && cpu.segFast[2] === 1) {
+              // Flat 32-bit stack: the store goes straight to the TLB entry.
+              const v = regs[(w >> 20) & 15];
+              const esp = (regs[4] - 4) | 0;
+              const la = (cpu.segBase[2] + esp) | 0;
+              const mmu = cpu.mmu;
+              const vpn = la >>> 12;
+              const i = vpn & 16383; // TLB_SIZE - 1
+              if (mmu.tagW[i] === vpn && (la & 3) === 0) mmu.mem32[i][(mmu.off[i] + (la & 0xfff)) >> 2] = v;
+              else mmu.write32(la, v);
+              regs[4] = esp;
+            } else cpu.push(s, cpu.getReg(s, (w >> 20) & 15));
+            break;
+          }
+          case 22: { // H_POP_R
+            const s = (w >> 12) & 3;
+            if (s === 2 && cpu.stack32 && cpu.segFast[2] === 1) {
+              const esp = regs[4];
+              const la = (cpu.segBase[2] + esp) | 0;
+              const mmu = cpu.mmu;
+              const vpn = la >>> 12;
+              const i = vpn & 16383; // TLB_SIZE - 1
+              const v = mmu.tagR[i] === vpn && (la & 3) === 0 ? mmu.mem32[i][(mmu.off[i] + (la & 0xfff)) >> 2] : mmu.read32(la);
+              regs[4] = (esp + 4) | 0;
+              regs[(w >> 20) & 15] = v;
+            } else {
+              const v = cpu.pop(s);
+              cpu.setReg(s, (w >> 20) & 15, v);
+            }
+            break;
+          }
+          case 23: // H_PUSH_I
+            cpu.push((w >> 12) & 3, rec[r + 3]);
+            break;
+          case 24: { // H_PUSH_M
+            const s = (w >> 12) & 3;
+            cpu.push(s, cpu.read(s, seg(rec, r), ea(cpu, rec, r)));
+            break;
+          }
+          case 25: { // H_MOV_RR
+            const s = (w >> 12) & 3;
+            if (s === 2) regs[(w >> 20) & 15] = regs[(w >> 24) & 15];
+            else cpu.setReg(s, (w >> 20) & 15, cpu.getReg(s, (w >> 24) & 15));
+            break;
+          }
+          case 26: // H_MOV_RI
+            cpu.setReg((w >> 12) & 3, (w >> 20) & 15, rec[r + 3]);
+            break;
+          case 27: { // H_MOV_RM
+            if (((w >> 12) & 3) !== 2) {
+              movRM(cpu, rec, r, w);
+              break;
+            }
+            const e = rec[r + 1];
+            let off = rec[r + 2];
+            if ((e & 0x400) === 0) {
+              if ((e & 15) !== 8) off = (off + regs[e & 15]) | 0;
+              if (((e >> 4) & 15) !== 8) off = (off + (regs[(e >> 4) & 15] << ((e >> 8) & 3))) | 0;
+            } else off = ea(cpu, rec, r);
+            const sg = (e >> 12) & 7;
+            const la = cpu.segFast[sg] === 1 ? (cpu.segBase[sg] + off) | 0 : cpu.linSlow(sg, off, 4, false);
+            const mmu = cpu.mmu;
+            const vpn = la >>> 12;
+            const i = vpn & 16383; // TLB_SIZE - 1
+            regs[(w >> 20) & 15] = mmu.tagR[i] === vpn && (la & 3) === 0 ? mmu.mem32[i][(mmu.off[i] + (la & 0xfff)) >> 2] : mmu.read32(la);
+            break;
+          }
+          case 28: // H_MOV_MR
+          case 29: { // H_MOV_MI
+            const s = (w >> 12) & 3;
+            if (s === 1) {
+              if ((w & 0xff) === 28) movMR(cpu, rec, r, w);
+              else movMI(cpu, rec, r, w);
+              break;
+            }
+            const e = rec[r + 1];
+            let off = rec[r + 2];
+            if ((e & 0x400) === 0) {
+              if ((e & 15) !== 8) off = (off + regs[e & 15]) | 0;
+              if (((e >> 4) & 15) !== 8) off = (off + (regs[(e >> 4) & 15] << ((e >> 8) & 3))) | 0;
+            } else off = ea(cpu, rec, r);
+            const sg = (e >> 12) & 7;
+            const la = cpu.segFast[sg] === 1 ? (cpu.segBase[sg] + off) | 0 : cpu.linSlow(sg, off, 1 << s, true);
+            const v = (w & 0xff) === 29 ? rec[r + 3] : s === 2 ? regs[(w >> 20) & 15] : cpu.r8[REG8[(w >> 20) & 15]];
+            const mmu = cpu.mmu;
+            const vpn = la >>> 12;
+            const i = vpn & 16383; // TLB_SIZE - 1
+            if (s === 0) {
+              if (mmu.tagW[i] === vpn) mmu.mem[i][mmu.off[i] + (la & 0xfff)] = v;
+              else mmu.write8(la, v);
+            } else if (mmu.tagW[i] === vpn && (la & 3) === 0) mmu.mem32[i][(mmu.off[i] + (la & 0xfff)) >> 2] = v;
             else mmu.write32(la, v);
-            regs[4] = esp;
-          } else cpu.push(s, cpu.getReg(s, (w >> 20) & 15));
-          break;
-        }
-        case 22: { // H_POP_R
-          const s = (w >> 12) & 3;
-          if (s === 2 && cpu.stack32 && cpu.segFast[2] === 1) {
-            const esp = regs[4];
-            const la = (cpu.segBase[2] + esp) | 0;
-            const mmu = cpu.mmu;
-            const vpn = la >>> 12;
-            const i = vpn & 16383; // TLB_SIZE - 1
-            const v = mmu.tagR[i] === vpn && (la & 3) === 0 ? mmu.mem32[i][(mmu.off[i] + (la & 0xfff)) >> 2] : mmu.read32(la);
-            regs[4] = (esp + 4) | 0;
-            regs[(w >> 20) & 15] = v;
-          } else {
-            const v = cpu.pop(s);
-            cpu.setReg(s, (w >> 20) & 15, v);
-          }
-          break;
-        }
-        case 23: // H_PUSH_I
-          cpu.push((w >> 12) & 3, rec[r + 3]);
-          break;
-        case 24: { // H_PUSH_M
-          const s = (w >> 12) & 3;
-          cpu.push(s, cpu.read(s, seg(rec, r), ea(cpu, rec, r)));
-          break;
-        }
-        case 25: { // H_MOV_RR
-          const s = (w >> 12) & 3;
-          if (s === 2) regs[(w >> 20) & 15] = regs[(w >> 24) & 15];
-          else cpu.setReg(s, (w >> 20) & 15, cpu.getReg(s, (w >> 24) & 15));
-          break;
-        }
-        case 26: // H_MOV_RI
-          cpu.setReg((w >> 12) & 3, (w >> 20) & 15, rec[r + 3]);
-          break;
-        case 27: { // H_MOV_RM
-          if (((w >> 12) & 3) !== 2) {
-            movRM(cpu, rec, r, w);
             break;
           }
-          const e = rec[r + 1];
-          let off = rec[r + 2];
-          if ((e & 0x400) === 0) {
-            if ((e & 15) !== 8) off = (off + regs[e & 15]) | 0;
-            if (((e >> 4) & 15) !== 8) off = (off + (regs[(e >> 4) & 15] << ((e >> 8) & 3))) | 0;
-          } else off = ea(cpu, rec, r);
-          const sg = (e >> 12) & 7;
-          const la = cpu.segFast[sg] === 1 ? (cpu.segBase[sg] + off) | 0 : cpu.linSlow(sg, off, 4, false);
-          const mmu = cpu.mmu;
-          const vpn = la >>> 12;
-          const i = vpn & 16383; // TLB_SIZE - 1
-          regs[(w >> 20) & 15] = mmu.tagR[i] === vpn && (la & 3) === 0 ? mmu.mem32[i][(mmu.off[i] + (la & 0xfff)) >> 2] : mmu.read32(la);
-          break;
-        }
-        case 28: // H_MOV_MR
-        case 29: { // H_MOV_MI
-          const s = (w >> 12) & 3;
-          if (s === 1) {
-            if ((w & 0xff) === 28) movMR(cpu, rec, r, w);
-            else movMI(cpu, rec, r, w);
+          case 30: // H_LEA
+            cpu.setReg((w >> 12) & 3, (w >> 20) & 15, ea(cpu, rec, r));
+            break;
+          case 33: // H_CALL
+            cpu.eip = next;
+            callRel(cpu, rec, r, w);
+            next = cpu.eip;
+            break;
+          case 34: // H_RET
+            cpu.eip = next;
+            ret(cpu, rec, r, w);
+            next = cpu.eip;
+            break;
+          case 35: { // H_JMP_R
+            const s = (w >> 12) & 3;
+            jumpTo(cpu, cpu.getReg(s, (w >> 24) & 15), s);
+            next = cpu.eip;
             break;
           }
-          const e = rec[r + 1];
-          let off = rec[r + 2];
-          if ((e & 0x400) === 0) {
-            if ((e & 15) !== 8) off = (off + regs[e & 15]) | 0;
-            if (((e >> 4) & 15) !== 8) off = (off + (regs[(e >> 4) & 15] << ((e >> 8) & 3))) | 0;
-          } else off = ea(cpu, rec, r);
-          const sg = (e >> 12) & 7;
-          const la = cpu.segFast[sg] === 1 ? (cpu.segBase[sg] + off) | 0 : cpu.linSlow(sg, off, 1 << s, true);
-          const v = (w & 0xff) === 29 ? rec[r + 3] : s === 2 ? regs[(w >> 20) & 15] : cpu.r8[REG8[(w >> 20) & 15]];
-          const mmu = cpu.mmu;
-          const vpn = la >>> 12;
-          const i = vpn & 16383; // TLB_SIZE - 1
-          if (s === 0) {
-            if (mmu.tagW[i] === vpn) mmu.mem[i][mmu.off[i] + (la & 0xfff)] = v;
-            else mmu.write8(la, v);
-          } else if (mmu.tagW[i] === vpn && (la & 3) === 0) mmu.mem32[i][(mmu.off[i] + (la & 0xfff)) >> 2] = v;
-          else mmu.write32(la, v);
-          break;
+          case 36: { // H_JMP_M
+            const s = (w >> 12) & 3;
+            jumpTo(cpu, cpu.read(s, seg(rec, r), ea(cpu, rec, r)), s);
+            next = cpu.eip;
+            break;
+          }
+          case 37: { // H_CALL_R
+            const s = (w >> 12) & 3;
+            cpu.eip = next;
+            callTo(cpu, cpu.getReg(s, (w >> 24) & 15), s);
+            next = cpu.eip;
+            break;
+          }
+          case 38: { // H_CALL_M
+            const s = (w >> 12) & 3;
+            cpu.eip = next;
+            callTo(cpu, cpu.read(s, seg(rec, r), ea(cpu, rec, r)), s);
+            next = cpu.eip;
+            break;
+          }
+          case 39: // H_LEAVE
+            leave(cpu, w);
+            break;
+          case 40: // H_SHIFT_R
+            shiftR(cpu, rec, r, w);
+            break;
+          case 41: // H_SHIFT_M
+            shiftM(cpu, rec, r, w);
+            break;
+          case 42: // H_MOVX_R
+            movxR(cpu, w);
+            break;
+          case 43: // H_MOVX_M
+            movxM(cpu, rec, r, w);
+            break;
+          case 44: // H_IMUL_R
+            imulR(cpu, rec, r, w);
+            break;
+          case 45: // H_IMUL_M
+            imulM(cpu, rec, r, w);
+            break;
+          case 46: // H_SETCC_R
+            cpu.r8[REG8[(w >> 24) & 15]] = condition(cpu, (w >> 16) & 15) ? 1 : 0;
+            break;
+          case 47: // H_SETCC_M
+            cpu.write(0, seg(rec, r), ea(cpu, rec, r), condition(cpu, (w >> 16) & 15) ? 1 : 0);
+            break;
+          case 48: { // H_CMOV_R
+            const s = (w >> 12) & 3;
+            const v = cpu.getReg(s, (w >> 24) & 15);
+            if (condition(cpu, (w >> 16) & 15)) cpu.setReg(s, (w >> 20) & 15, v);
+            break;
+          }
+          case 49: { // H_CMOV_M
+            const s = (w >> 12) & 3;
+            const v = cpu.read(s, seg(rec, r), ea(cpu, rec, r));
+            if (condition(cpu, (w >> 16) & 15)) cpu.setReg(s, (w >> 20) & 15, v);
+            break;
+          }
+          case 50: // H_CWDE
+            cwde(cpu, w);
+            break;
+          case 51: // H_NOP
+            break;
+          case 52: // H_NOTNEG_R
+            notNegR(cpu, w);
+            break;
+          case 53: // H_XCHG_RR
+            xchgRR(cpu, w);
+            break;
         }
-        case 30: // H_LEA
-          cpu.setReg((w >> 12) & 3, (w >> 20) & 15, ea(cpu, rec, r));
-          break;
-        case 33: // H_CALL
-          cpu.eip = next;
-          callRel(cpu, rec, r, w);
-          next = cpu.eip;
-          break;
-        case 34: // H_RET
-          cpu.eip = next;
-          ret(cpu, rec, r, w);
-          next = cpu.eip;
-          break;
-        case 35: { // H_JMP_R
-          const s = (w >> 12) & 3;
-          jumpTo(cpu, cpu.getReg(s, (w >> 24) & 15), s);
-          next = cpu.eip;
-          break;
-        }
-        case 36: { // H_JMP_M
-          const s = (w >> 12) & 3;
-          jumpTo(cpu, cpu.read(s, seg(rec, r), ea(cpu, rec, r)), s);
-          next = cpu.eip;
-          break;
-        }
-        case 37: { // H_CALL_R
-          const s = (w >> 12) & 3;
-          cpu.eip = next;
-          callTo(cpu, cpu.getReg(s, (w >> 24) & 15), s);
-          next = cpu.eip;
-          break;
-        }
-        case 38: { // H_CALL_M
-          const s = (w >> 12) & 3;
-          cpu.eip = next;
-          callTo(cpu, cpu.read(s, seg(rec, r), ea(cpu, rec, r)), s);
-          next = cpu.eip;
-          break;
-        }
-        case 39: // H_LEAVE
-          leave(cpu, w);
-          break;
-        case 40: // H_SHIFT_R
-          shiftR(cpu, rec, r, w);
-          break;
-        case 41: // H_SHIFT_M
-          shiftM(cpu, rec, r, w);
-          break;
-        case 42: // H_MOVX_R
-          movxR(cpu, w);
-          break;
-        case 43: // H_MOVX_M
-          movxM(cpu, rec, r, w);
-          break;
-        case 44: // H_IMUL_R
-          imulR(cpu, rec, r, w);
-          break;
-        case 45: // H_IMUL_M
-          imulM(cpu, rec, r, w);
-          break;
-        case 46: // H_SETCC_R
-          cpu.r8[REG8[(w >> 24) & 15]] = condition(cpu, (w >> 16) & 15) ? 1 : 0;
-          break;
-        case 47: // H_SETCC_M
-          cpu.write(0, seg(rec, r), ea(cpu, rec, r), condition(cpu, (w >> 16) & 15) ? 1 : 0);
-          break;
-        case 48: { // H_CMOV_R
-          const s = (w >> 12) & 3;
-          const v = cpu.getReg(s, (w >> 24) & 15);
-          if (condition(cpu, (w >> 16) & 15)) cpu.setReg(s, (w >> 20) & 15, v);
-          break;
-        }
-        case 49: { // H_CMOV_M
-          const s = (w >> 12) & 3;
-          const v = cpu.read(s, seg(rec, r), ea(cpu, rec, r));
-          if (condition(cpu, (w >> 16) & 15)) cpu.setReg(s, (w >> 20) & 15, v);
-          break;
-        }
-        case 50: // H_CWDE
-          cwde(cpu, w);
-          break;
-        case 51: // H_NOP
-          break;
-        case 52: // H_NOTNEG_R
-          notNegR(cpu, w);
-          break;
-        case 53: // H_XCHG_RR
-          xchgRR(cpu, w);
-          break;
+        n = (n + 1) | 0;
+        eip = next;
+        if (--k === 0 || (w >= 0 && cpu.attention !== 0)) break;
+        r = (r + REC_STRIDE) | 0;
       }
-      n = (n + 1) | 0;
-      eip = next;
-      if (--k === 0 || (w >= 0 && cpu.attention !== 0)) break;
-      r = (r + REC_STRIDE) | 0;
+      cpu.sliceCount = n;
+      if (cpu.attention !== 0 || n >= budget) {
+        cpu.eip = eip;
+        return n;
+      }
+      if (eip !== start || cpu.curMap !== map || cpu.winLen < 0) break;
+      cpu.blockN = n;
     }
-    cpu.sliceCount = n;
     cpu.eip = eip;
-    if (cpu.attention !== 0 || n >= budget) return n;
   }
 }
