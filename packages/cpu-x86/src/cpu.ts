@@ -2,7 +2,7 @@ import type { AccessSize, LegacyInterruptController } from "@typevisor/hv-core";
 import { Mmu, PAGE_FAULT, TLB_SIZE, type PhysicalMemory } from "@typevisor/mmu-ept";
 import * as C from "./constants.js";
 import { DecodeCache, GENERIC_BLOCK, MAX_BLOCK_RECORDS, REC_STRIDE } from "./decode-cache.js";
-import { ENDS_BLOCK, H_GENERIC, decodeInstruction } from "./decoder.js";
+import { ENDS_BLOCK, H_GENERIC, decodeInstruction, fuseCompareBranch, isFused } from "./decoder.js";
 import type { CpuExtension } from "./extensions.js";
 import { exec0F } from "./ops-0f.js";
 import { runBlocks } from "./record-ops.js";
@@ -1968,8 +1968,11 @@ export class Cpu {
     let r = start;
     let d = (this.eip - this.winStart) >>> 0;
     let bytes = 0;
-    for (let k = 0; k < MAX_BLOCK_RECORDS; k++) {
+    let count = 0;
+    let prev = -1; // the previous record, while it may fuse with a Jcc
+    while (count < MAX_BLOCK_RECORDS) {
       const res = decodeInstruction(rec, r, this.winMem, this.winStart + d + this.winBias, this.winLen - d + 1, this.code32);
+      count++;
       if (res === 0) {
         // Not a form the decoder knows, or it crosses the window: the interpreter runs it, and the block ends.
         rec[r] = H_GENERIC;
@@ -1978,13 +1981,17 @@ export class Cpu {
         break;
       }
       const len = res & 0xff;
-      r += REC_STRIDE;
       bytes += len;
       d += len;
+      if (prev >= 0 && fuseCompareBranch(rec, prev, r)) prev = -1;
+      else {
+        prev = r;
+        r += REC_STRIDE;
+      }
       if (res & ENDS_BLOCK || d > this.winLen) break;
     }
     dc.recTop = r;
-    return dc.commit(map, off, start, bytes);
+    return dc.commit(map, off, start, count, bytes);
   }
 
   /** @internal delivers the single-step trap after an instruction that ran with TF=1 (not after INT n, which cleared TF). */
@@ -2018,7 +2025,13 @@ export class Cpu {
     let eip = this.blockEip;
     let r = this.blockRec;
     for (let i = this.blockN; i < this.sliceCount; i++) {
-      eip = (eip + ((rec[r] >> 8) & 15)) & this.ipMask;
+      const w = rec[r];
+      // A fused compare-and-branch is two instructions: a fault after the first is in the Jcc.
+      if (isFused(w) && i + 1 === this.sliceCount) eip = (eip + rec[r + 1]) & this.ipMask;
+      else {
+        eip = (eip + ((w >> 8) & 15)) & this.ipMask;
+        if (isFused(w)) i++;
+      }
       r += REC_STRIDE;
     }
     this.eip = eip;

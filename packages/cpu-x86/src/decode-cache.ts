@@ -35,7 +35,7 @@ export class DecodeCache {
   recTop = REC_STRIDE;
   /** First record word of each block. */
   readonly bStart = new Int32Array(MAX_BLOCKS + 1);
-  /** Instructions in each block. */
+  /** Instructions in each block (a fused record counts two). */
   readonly bCount = new Uint8Array(MAX_BLOCKS + 1);
   /** Bytes each block covers (from its first instruction to the end of its last). */
   readonly bBytes = new Uint16Array(MAX_BLOCKS + 1);
@@ -93,11 +93,11 @@ export class DecodeCache {
     return true;
   }
 
-  /** Records block `id` (records from `start` to the current top, `bytes` long) in `map` at `offset`. */
-  commit(map: Uint16Array, offset: number, start: number, bytes: number): number {
+  /** Records block `id` (records from `start` to the current top: `count` instructions, `bytes` long) in `map` at `offset`. */
+  commit(map: Uint16Array, offset: number, start: number, count: number, bytes: number): number {
     const id = this.blockTop++;
     this.bStart[id] = start;
-    this.bCount[id] = (this.recTop - start) / REC_STRIDE;
+    this.bCount[id] = count;
     this.bBytes[id] = bytes;
     map[offset] = id;
     this.decodedBlocks++;

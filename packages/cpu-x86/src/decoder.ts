@@ -155,6 +155,12 @@ export const H_XOR_RI32 = 64;
 export const H_CMP_RI32 = 65;
 /** TEST reg32 B, reg32 A. */
 export const H_TEST_RR32 = 66;
+/** CMP reg32 A, reg32 B fused with the Jcc after it (condition `sub`, displacement word 2, CMP length word 1). */
+export const H_CMPJ_RR32 = 67;
+/** CMP reg32 A, imm fused with the Jcc after it. */
+export const H_CMPJ_RI32 = 68;
+/** TEST reg32 B, reg32 A fused with the Jcc after it. */
+export const H_TESTJ_RR32 = 69;
 
 // The 32-bit register forms of each ALU op (ADC and SBB use the generic one).
 const RR32 = [H_ADD_RR32, H_OR_RR32, H_ALU_RR32, H_ALU_RR32, H_AND_RR32, H_SUB_RR32, H_XOR_RR32, H_CMP_RR32];
@@ -278,6 +284,7 @@ for (const id of [
   H_SHIFT_R, H_MOVX_R, H_IMUL_R, H_SETCC_R, H_CMOV_R, H_CWDE, H_NOP, H_NOTNEG_R, H_XCHG_RR,
   H_ADD_RR32, H_OR_RR32, H_AND_RR32, H_SUB_RR32, H_XOR_RR32, H_CMP_RR32,
   H_ADD_RI32, H_OR_RI32, H_AND_RI32, H_SUB_RI32, H_XOR_RI32, H_CMP_RI32, H_TEST_RR32,
+  H_CMPJ_RR32, H_CMPJ_RI32, H_TESTJ_RR32,
 ]) PURE[id] = 1;
 
 function w0(id: number, len: number, size: number, sub: number, a: number, b: number): number {
@@ -609,4 +616,33 @@ function decode0F(rec: Int32Array, r: number, m: Uint8Array, p: number, i: numbe
     default:
       return 0;
   }
+}
+
+/** Whether record word 0 `w` is a fused compare-and-branch (two instructions in one record). */
+export function isFused(w: number): boolean {
+  const id = w & 0xff;
+  return id === H_CMPJ_RR32 || id === H_CMPJ_RI32 || id === H_TESTJ_RR32;
+}
+
+/**
+ * Fuses record `r` (a 32-bit CMP or TEST of registers) with record `j`, the
+ * Jcc right after it, into record `r` (macro-op fusion: the pair is one
+ * dispatch; the record still counts as two instructions, and the run loop
+ * can retire the compare alone).
+ * @returns whether they were fused
+ */
+export function fuseCompareBranch(rec: Int32Array, r: number, j: number): boolean {
+  const w = rec[r];
+  const id = w & 0xff;
+  const fused = id === H_CMP_RR32 ? H_CMPJ_RR32 : id === H_CMP_RI32 ? H_CMPJ_RI32 : id === H_TEST_RR32 ? H_TESTJ_RR32 : -1;
+  const wj = rec[j];
+  if (fused < 0 || (wj & 0xff) !== H_JCC) return false;
+  const lenCmp = (w >> 8) & 15;
+  const len = lenCmp + ((wj >> 8) & 15);
+  if (len > 15) return false;
+  // Word 0: the pair's id and length, the Jcc's operand size and condition, the compare's registers.
+  rec[r] = fused | (len << 8) | (wj & 0x3000) | (wj & 0xf0000) | (w & 0x0ff00000) | REG_ONLY;
+  rec[r + 1] = lenCmp;
+  rec[r + 2] = rec[j + 2];
+  return true;
 }

@@ -355,6 +355,12 @@ export function runBlocks(cpu: Cpu, n: number, budget: number): number {
   const bCount = dc.bCount;
   const regs = cpu.regs;
   let eip = cpu.eip;
+  if (cpu.attention !== 0) {
+    // Single-stepping and interrupt shadows: exactly one instruction, through the interpreter.
+    cpu.step();
+    cpu.sliceCount = n = (n + 1) | 0;
+    return n;
+  }
   for (;;) {
     // Where a fault finds its instruction (Cpu.faultRestore); the lookup itself may fault on the fetch.
     cpu.blockEip = eip;
@@ -375,10 +381,9 @@ export function runBlocks(cpu: Cpu, n: number, budget: number): number {
     // A block that branches back to its own start runs again without a lookup while the
     // window (same page map, same CS) stays open and nothing needs attention.
     for (;;) {
+      // k: instructions to run (a fused record is two).
       let k = bCount[b];
       if (k > ((budget - n) | 0)) k = (budget - n) | 0;
-      // Single-stepping and interrupt shadows enter with attention set: exactly one instruction.
-      if (cpu.attention !== 0) k = 1;
       let r = bStart[b];
       cpu.blockRec = r;
       // EIP lives in `eip` (the instruction's start) and `next` while the block runs; cpu.eip is
@@ -532,6 +537,68 @@ export function runBlocks(cpu: Cpu, n: number, budget: number): number {
             cpu.fR = (x - y) | 0;
             cpu.fS = 2;
             cpu.lazy = 0x8d5;
+            break;
+          }
+          case 67: // H_CMPJ_RR32
+          case 68: // H_CMPJ_RI32
+          case 69: { // H_TESTJ_RR32
+            // A compare and the Jcc after it in one dispatch. Flags are set as the compare sets them.
+            const id = w & 0xff;
+            const x = regs[(w >> 20) & 15];
+            const y = id === 68 ? rec[r + 3] : regs[(w >> 24) & 15];
+            let res: number;
+            if (id === 69) {
+              res = x & y;
+              cpu.fOp = 0;
+            } else {
+              res = (x - y) | 0;
+              cpu.fOp = 3;
+              cpu.fA = x;
+              cpu.fB = y;
+            }
+            cpu.fR = res;
+            cpu.fS = 2;
+            cpu.lazy = 0x8d5;
+            if (k === 1) {
+              // The slice ends after the compare: the Jcc runs next time, as its own block.
+              next = (eip + rec[r + 1]) & mask;
+              break;
+            }
+            n = (n + 1) | 0;
+            k--;
+            const cc = (w >> 16) & 15;
+            let t: boolean;
+            switch (cc >> 1) {
+              case 1: // B
+                t = id === 69 ? false : x >>> 0 < y >>> 0;
+                break;
+              case 2: // E
+                t = res === 0;
+                break;
+              case 3: // BE
+                t = id === 69 ? res === 0 : x >>> 0 <= y >>> 0;
+                break;
+              case 4: // S
+                t = res < 0;
+                break;
+              case 6: // L
+                t = id === 69 ? res < 0 : x < y;
+                break;
+              case 7: // LE
+                t = id === 69 ? res <= 0 : x <= y;
+                break;
+              default: // O, P
+                t = cpu.cond(cc & 14);
+            }
+            if ((cc & 1) === 0 ? !t : t) break;
+            k = 1; // taken: the block ends here
+            let target = (next + rec[r + 2]) | 0;
+            if (((w >> 12) & 3) !== 2) target &= 0xffff;
+            if (target >>> 0 > cpu.csLimitBits >>> 0) {
+              cpu.sliceCount = n; // the compare retired; the fault is the Jcc's
+              cpu.raiseGp(0);
+            }
+            next = target;
             break;
           }
           case 66: // H_TEST_RR32

@@ -112,7 +112,7 @@ function operandPair(rng: Rng, s: number): [string, string] {
 function oneCase(rng: Rng): DiffCase {
   const c = baseCase(rng);
   const s = rng() % 3;
-  const kind = rng() % 30;
+  const kind = rng() % 32;
   switch (kind) {
     case 0:
     case 1:
@@ -419,6 +419,30 @@ function oneCase(rng: Rng): DiffCase {
       const op = pick(rng, ALU);
       c.asm = `${op} ${pick(rng, ["al", "ax", "eax"])}, ${rng() & 0x7f}`;
       if (op === "and" || op === "or" || op === "xor") c.undefFlags = AF;
+      return c;
+    }
+    case 29: {
+      // A compare followed by a conditional branch (the pair the decoder fuses), on close values.
+      const [a, ai] = reg(rng, 2);
+      const form = rng() % 4;
+      let b: string;
+      if (form === 0 || form === 2) {
+        const [r, ri] = reg(rng, 2);
+        b = r;
+        if (rng() % 3 === 0) c.regs[ri] = (c.regs[ai] + pick(rng, [0, 1, -1])) | 0;
+      } else if (form === 1) b = hex(rng() % 3 === 0 ? (c.regs[ai] + pick(rng, [0, 1, -1])) | 0 : imm(rng, 2));
+      else b = `byte ${(rng() & 0xff) - 128}`;
+      const label = `.C${(rng() >>> 0).toString(16)}x${rng() % 1000}`;
+      c.asm = `${form === 2 ? "test" : "cmp"} ${a}, ${b}\n  j${pick(rng, CC)} ${label}\n  mov eax, 0x1234\n${label}:`;
+      if (form === 2) c.undefFlags = AF;
+      return c;
+    }
+    case 30: {
+      // A short counted loop closed by a fused compare-and-branch (bounded: at most six passes).
+      c.regs[3] = ((rng() & 0x7fffffff) - 0x40000000) | 0;
+      c.regs[2] = (c.regs[3] - 1 - (rng() % 5)) | 0;
+      const label = `.K${(rng() >>> 0).toString(16)}x${rng() % 1000}`;
+      c.asm = `${label}:\n  inc edx\n  cmp edx, ebx\n  j${pick(rng, ["l", "b", "ne", "le", "be"])} ${label}`;
       return c;
     }
     default: {
