@@ -296,10 +296,13 @@ function xchgRR(cpu: Cpu, w: number): void {
  */
 function condition(cpu: Cpu, cc: number): boolean {
   const lazy = cpu.lazy;
-  if ((lazy & 0x8d4) === 0x8d4 && cpu.fS === 2) {
-    // ZF, SF, OF (and PF, AF) are lazy: all but CF come from the operands.
+  if ((lazy & 0x8d4) === 0x8d4) {
+    // ZF, SF, OF (and PF, AF) are lazy: all but CF come from the operands. Shifting a byte or
+    // word operand to the top of the int32 keeps its zero test, sign and (un)signed order.
+    const fS = cpu.fS;
+    const sh = fS === 2 ? 0 : fS === 1 ? 16 : 24;
     const op = cpu.fOp;
-    const res = cpu.fR;
+    const res = cpu.fR << sh;
     let t: boolean;
     switch (cc >> 1) {
       case 2: // E
@@ -310,19 +313,19 @@ function condition(cpu: Cpu, cc: number): boolean {
         break;
       case 1: // B
         if ((lazy & 1) === 0) return cpu.cond(cc);
-        t = op === 3 ? cpu.fA >>> 0 < cpu.fB >>> 0 : op === 0 ? false : cpu.getCF() !== 0;
+        t = op === 3 ? cpu.fA << sh >>> 0 < cpu.fB << sh >>> 0 : op === 0 ? false : cpu.getCF() !== 0;
         break;
       case 3: // BE
         if ((lazy & 1) === 0) return cpu.cond(cc);
-        t = op === 3 ? cpu.fA >>> 0 <= cpu.fB >>> 0 : op === 0 ? res === 0 : cpu.getCF() !== 0 || res === 0;
+        t = op === 3 ? cpu.fA << sh >>> 0 <= cpu.fB << sh >>> 0 : op === 0 ? res === 0 : cpu.getCF() !== 0 || res === 0;
         break;
       case 6: // L: SF != OF
-        if (op === 3) t = cpu.fA < cpu.fB;
+        if (op === 3) t = cpu.fA << sh < cpu.fB << sh;
         else if (op === 0) t = res < 0;
         else return cpu.cond(cc);
         break;
       case 7: // LE: ZF or SF != OF
-        if (op === 3) t = cpu.fA <= cpu.fB;
+        if (op === 3) t = cpu.fA << sh <= cpu.fB << sh;
         else if (op === 0) t = res <= 0;
         else return cpu.cond(cc);
         break;

@@ -422,18 +422,22 @@ function oneCase(rng: Rng): DiffCase {
       return c;
     }
     case 29: {
-      // A compare followed by a conditional branch (the pair the decoder fuses), on close values.
-      const [a, ai] = reg(rng, 2);
+      // A compare followed by a conditional branch or SETcc (32-bit pairs are fused), on close values.
+      const sz = rng() % 4 === 0 ? rng() % 2 : 2;
+      const [a, ai] = reg(rng, sz);
       const form = rng() % 4;
+      const m = sz === 0 ? 0xff : sz === 1 ? 0xffff : -1;
       let b: string;
       if (form === 0 || form === 2) {
-        const [r, ri] = reg(rng, 2);
+        const [r, ri] = reg(rng, sz);
         b = r;
-        if (rng() % 3 === 0) c.regs[ri] = (c.regs[ai] + pick(rng, [0, 1, -1])) | 0;
-      } else if (form === 1) b = hex(rng() % 3 === 0 ? (c.regs[ai] + pick(rng, [0, 1, -1])) | 0 : imm(rng, 2));
-      else b = `byte ${(rng() & 0xff) - 128}`;
+        if (rng() % 3 === 0 && sz === 2) c.regs[ri] = (c.regs[ai] + pick(rng, [0, 1, -1])) | 0;
+      } else if (form === 1) b = hex(rng() % 3 === 0 && sz === 2 ? (c.regs[ai] + pick(rng, [0, 1, -1])) | 0 : imm(rng, sz) & m);
+      else b = sz === 0 ? hex(rng() & 0xff) : `byte ${(rng() & 0xff) - 128}`;
       const label = `.C${(rng() >>> 0).toString(16)}x${rng() % 1000}`;
-      c.asm = `${form === 2 ? "test" : "cmp"} ${a}, ${b}\n  j${pick(rng, CC)} ${label}\n  mov eax, 0x1234\n${label}:`;
+      const use = rng() % 3 === 0 ? `set${pick(rng, CC)} ch` : `j${pick(rng, CC)} ${label}\n  mov eax, 0x1234\n${label}:`;
+      if (use.startsWith("set") && (a === "ch" || b === "ch" || a === "cx" || a === "ecx")) return oneCase(rng);
+      c.asm = `${form === 2 ? "test" : "cmp"} ${a}, ${b}\n  ${use}`;
       if (form === 2) c.undefFlags = AF;
       return c;
     }
