@@ -152,6 +152,7 @@ export class Mmu {
     this.mem16.fill(new Uint16Array(0));
     memory.ept.onInvalidate(() => this.flushAll());
     memory.onWriteProtect(() => this.flushWrites());
+    memory.onCodeProtect((gpn) => this.flushWritesTo(gpn));
   }
 
   /** Enables or disables the A20 gate; translations change, so the TLB is flushed. */
@@ -246,6 +247,22 @@ export class Mmu {
   flushWrites(): void {
     this.tagWS.fill(-1);
     this.tagWU.fill(-1);
+  }
+
+  /**
+   * Drops the writable translations of guest page `gpn` only (it became a
+   * code page): the entries that may hold a translation are listed, so this
+   * costs a scan of them rather than a flush of every writable page.
+   */
+  flushWritesTo(gpn: number): void {
+    const l = this.listed;
+    for (let k = 0; k < this.listedCount; k++) {
+      const i = l[k];
+      if (this.gpnOf[i] === gpn) {
+        this.tagWS[i] = -1;
+        this.tagWU[i] = -1;
+      }
+    }
   }
 
   /** INVLPG: drops the translation of the page containing `la` (the whole large page if it is one). */
