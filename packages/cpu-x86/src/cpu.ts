@@ -164,7 +164,7 @@ export class Cpu {
   /** @internal */ winMem: Uint8Array = new Uint8Array(0);
   /** @internal */ winGen = -1;
   /** @internal guest page number of the fetch window's page */ winGpn = 0;
-  /** Decoded blocks (the instruction cache; see decode-cache.ts). */
+  /** @internal decoded blocks (the instruction cache; see decode-cache.ts) */
   readonly decoded = new DecodeCache(H_GENERIC);
   /** @internal block map of the fetch window's page (the cache's empty map until looked up) */
   curMap: Uint16Array = this.decoded.empty;

@@ -161,6 +161,10 @@ export const H_CMPJ_RR32 = 67;
 export const H_CMPJ_RI32 = 68;
 /** TEST reg32 B, reg32 A fused with the Jcc after it. */
 export const H_TESTJ_RR32 = 69;
+/** INC reg32 A fused with the Jcc after it. */
+export const H_INCJ_R32 = 70;
+/** DEC reg32 A fused with the Jcc after it. */
+export const H_DECJ_R32 = 71;
 
 // The 32-bit register forms of each ALU op (ADC and SBB use the generic one).
 const RR32 = [H_ADD_RR32, H_OR_RR32, H_ALU_RR32, H_ALU_RR32, H_AND_RR32, H_SUB_RR32, H_XOR_RR32, H_CMP_RR32];
@@ -284,7 +288,7 @@ for (const id of [
   H_SHIFT_R, H_MOVX_R, H_IMUL_R, H_SETCC_R, H_CMOV_R, H_CWDE, H_NOP, H_NOTNEG_R, H_XCHG_RR,
   H_ADD_RR32, H_OR_RR32, H_AND_RR32, H_SUB_RR32, H_XOR_RR32, H_CMP_RR32,
   H_ADD_RI32, H_OR_RI32, H_AND_RI32, H_SUB_RI32, H_XOR_RI32, H_CMP_RI32, H_TEST_RR32,
-  H_CMPJ_RR32, H_CMPJ_RI32, H_TESTJ_RR32,
+  H_CMPJ_RR32, H_CMPJ_RI32, H_TESTJ_RR32, H_INCJ_R32, H_DECJ_R32,
 ]) PURE[id] = 1;
 
 function w0(id: number, len: number, size: number, sub: number, a: number, b: number): number {
@@ -621,11 +625,12 @@ function decode0F(rec: Int32Array, r: number, m: Uint8Array, p: number, i: numbe
 /** Whether record word 0 `w` is a fused compare-and-branch (two instructions in one record). */
 export function isFused(w: number): boolean {
   const id = w & 0xff;
-  return id === H_CMPJ_RR32 || id === H_CMPJ_RI32 || id === H_TESTJ_RR32;
+  return id >= H_CMPJ_RR32 && id <= H_DECJ_R32;
 }
 
 /**
- * Fuses record `r` (a 32-bit CMP or TEST of registers) with record `j`, the
+ * Fuses record `r` (a 32-bit CMP or TEST of registers, or INC/DEC of a
+ * 32-bit register) with record `j`, the
  * Jcc right after it, into record `r` (macro-op fusion: the pair is one
  * dispatch; the record still counts as two instructions, and the run loop
  * can retire the compare alone).
@@ -634,7 +639,9 @@ export function isFused(w: number): boolean {
 export function fuseCompareBranch(rec: Int32Array, r: number, j: number): boolean {
   const w = rec[r];
   const id = w & 0xff;
-  const fused = id === H_CMP_RR32 ? H_CMPJ_RR32 : id === H_CMP_RI32 ? H_CMPJ_RI32 : id === H_TEST_RR32 ? H_TESTJ_RR32 : -1;
+  const r32 = ((w >> 12) & 3) === 2;
+  const fused =
+    id === H_CMP_RR32 ? H_CMPJ_RR32 : id === H_CMP_RI32 ? H_CMPJ_RI32 : id === H_TEST_RR32 ? H_TESTJ_RR32 : id === H_INC_R && r32 ? H_INCJ_R32 : id === H_DEC_R && r32 ? H_DECJ_R32 : -1;
   const wj = rec[j];
   if (fused < 0 || (wj & 0xff) !== H_JCC) return false;
   const lenCmp = (w >> 8) & 15;

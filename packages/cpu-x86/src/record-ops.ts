@@ -639,6 +639,54 @@ export function runBlocks(cpu: Cpu, n: number, budget: number): number {
             cpu.lazy = 0x8d4;
             break;
           }
+          case 70: // H_INCJ_R32
+          case 71: { // H_DECJ_R32
+            // INC/DEC of a register and the Jcc after it in one dispatch (loop counters).
+            const a = (w >> 20) & 15;
+            if (cpu.lazy & 1) {
+              const op = cpu.fOp;
+              let cf: number;
+              if (cpu.fS === 2 && op === 3) cf = cpu.fA >>> 0 < cpu.fB >>> 0 ? 1 : 0;
+              else if (cpu.fS === 2 && op === 1) cf = cpu.fR >>> 0 < cpu.fA >>> 0 ? 1 : 0;
+              else if (op === 0) cf = 0;
+              else cf = cpu.getCF();
+              cpu.flags = (cpu.flags & ~1) | cf;
+            }
+            const x = regs[a];
+            const dec = (w & 0xff) === 71;
+            const res = dec ? (x - 1) | 0 : (x + 1) | 0;
+            regs[a] = res;
+            cpu.fOp = dec ? 3 : 1;
+            cpu.fA = x;
+            cpu.fB = 1;
+            cpu.fR = res;
+            cpu.fS = 2;
+            cpu.lazy = 0x8d4;
+            if (k === 1) {
+              next = (eip + rec[r + 1]) & mask;
+              break;
+            }
+            n = (n + 1) | 0;
+            k--;
+            const cc = (w >> 16) & 15;
+            let t: boolean;
+            const c2 = cc >> 1;
+            if (c2 === 2) t = res === 0; // E
+            else if (c2 === 4) t = res < 0; // S
+            else if (c2 === 6 && dec) t = x < 1; // L after DEC: SF != OF
+            else if (c2 === 7 && dec) t = x <= 1; // LE
+            else t = cpu.cond(cc & 14);
+            if ((cc & 1) === 0 ? !t : t) break;
+            k = 1;
+            let target = (next + rec[r + 2]) | 0;
+            if (((w >> 12) & 3) !== 2) target &= 0xffff;
+            if (target >>> 0 > cpu.csLimitBits >>> 0) {
+              cpu.sliceCount = n;
+              cpu.raiseGp(0);
+            }
+            next = target;
+            break;
+          }
           case 31: // H_JCC
           case 32: { // H_JMP
             if ((w & 0xff) === 31) {

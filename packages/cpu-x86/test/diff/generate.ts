@@ -112,7 +112,7 @@ function operandPair(rng: Rng, s: number): [string, string] {
 function oneCase(rng: Rng): DiffCase {
   const c = baseCase(rng);
   const s = rng() % 3;
-  const kind = rng() % 32;
+  const kind = rng() % 33;
   switch (kind) {
     case 0:
     case 1:
@@ -447,6 +447,19 @@ function oneCase(rng: Rng): DiffCase {
       c.regs[2] = (c.regs[3] - 1 - (rng() % 5)) | 0;
       const label = `.K${(rng() >>> 0).toString(16)}x${rng() % 1000}`;
       c.asm = `${label}:\n  inc edx\n  cmp edx, ebx\n  j${pick(rng, ["l", "b", "ne", "le", "be"])} ${label}`;
+      return c;
+    }
+    case 31: {
+      // INC/DEC of a counter followed by a conditional branch (fused), forward or closing a short loop.
+      const op = pick(rng, ["inc", "dec"]);
+      const label = `.D${(rng() >>> 0).toString(16)}x${rng() % 1000}`;
+      if (rng() % 2) {
+        c.regs[1] = pick(rng, [0, 1, 2, -1, -2, 0x7fffffff, 0x80000000, 0x80000001, 0xffffffff]) | 0;
+        c.asm = `${op} ecx\n  j${pick(rng, CC)} ${label}\n  mov eax, 0x1234\n${label}:`;
+      } else {
+        c.regs[1] = 1 + (rng() % 6);
+        c.asm = `${label}:\n  add edx, 3\n  dec ecx\n  j${pick(rng, ["nz", "g", "ns", "ge"])} ${label}`;
+      }
       return c;
     }
     default: {
