@@ -900,16 +900,46 @@ export function runBlocks(cpu: Cpu, n: number, budget: number): number {
           case 30: // H_LEA
             cpu.setReg((w >> 12) & 3, (w >> 20) & 15, ea(cpu, rec, r));
             break;
-          case 33: // H_CALL
+          case 33: { // H_CALL
+            if (((w >> 12) & 3) === 2 && cpu.stack32 && cpu.segFast[2] === 1) {
+              // 32-bit call on a flat 32-bit stack: limit check, then the push straight to the TLB entry.
+              const t = (next + rec[r + 2]) | 0;
+              if (t >>> 0 > cpu.csLimitBits >>> 0) cpu.raiseGp(0);
+              const esp = (regs[4] - 4) | 0;
+              const la = (cpu.segBase[2] + esp) | 0;
+              const mmu = cpu.mmu;
+              const vpn = la >>> 12;
+              const i = vpn & 16383; // TLB_SIZE - 1
+              if (mmu.tagW[i] === vpn && (la & 3) === 0) mmu.mem32[i][(mmu.off[i] + (la & 0xfff)) >> 2] = next;
+              else mmu.write32(la, next);
+              regs[4] = esp;
+              next = t;
+              break;
+            }
             cpu.eip = next;
             callRel(cpu, rec, r, w);
             next = cpu.eip;
             break;
-          case 34: // H_RET
+          }
+          case 34: { // H_RET
+            if (((w >> 12) & 3) === 2 && cpu.stack32 && cpu.segFast[2] === 1) {
+              const esp = regs[4];
+              const la = (cpu.segBase[2] + esp) | 0;
+              const mmu = cpu.mmu;
+              const vpn = la >>> 12;
+              const i = vpn & 16383; // TLB_SIZE - 1
+              const t = mmu.tagR[i] === vpn && (la & 3) === 0 ? mmu.mem32[i][(mmu.off[i] + (la & 0xfff)) >> 2] : mmu.read32(la);
+              // ESP moves only after the target passed the CS limit check.
+              if (t >>> 0 > cpu.csLimitBits >>> 0) cpu.raiseGp(0);
+              regs[4] = (esp + 4 + rec[r + 3]) | 0;
+              next = t;
+              break;
+            }
             cpu.eip = next;
             ret(cpu, rec, r, w);
             next = cpu.eip;
             break;
+          }
           case 35: { // H_JMP_R
             const s = (w >> 12) & 3;
             jumpTo(cpu, cpu.getReg(s, (w >> 24) & 15), s);

@@ -22,6 +22,7 @@ main:
   mov dword [PT1 + 8*4], 0x508000 | 7   ; 0x408000
   mov dword [PT1 + 9*4], 0x509000 | 0   ; 0x409000: not present
   mov dword [PT1 + 10*4], 0x50a000 | 0  ; 0x40a000: not present
+  mov dword [PT1 + 11*4], 0x50b000 | 5  ; 0x40b000: a second stack, not writable yet
   mov dword [0x506010], 0x1000
   mov dword [0x50a020], 0x30000
   mov eax, cr4
@@ -61,6 +62,10 @@ r3code:
   mov [0x408ffe], ebx                   ; crosses into the not-present 0x409000
   add dword [0x406010], ebx             ; read-only page: read-modify-write faults before writing
   call r3sub
+  mov ebp, esp
+  mov esp, 0x40b100
+  call r3sub                            ; the push of the return address faults
+  mov esp, ebp
   pop edx
   pop edx
   HEX esp

@@ -371,6 +371,11 @@ function oneCase(rng: Rng): DiffCase {
         "mov ax, ds\n  mov es, ax\n  mov [win], es",
         "push es\n  pop eax",
         "push word ss\n  pop word [win+6]",
+        "call .f\n  jmp .e\n.f:\n  mov eax, [esp]\n  add ebx, eax\n  ret\n.e:",
+        "call .f\n  jmp .e\n.f:\n  push ecx\n  mov ecx, [esp+4]\n  pop edx\n  ret 0\n.e:",
+        "push .r\n  ret\n  mov eax, 1\n.r:",
+        "mov eax, .r\n  call eax\n  jmp .e\n.r:\n  ret\n.e:",
+        "push .t\n  call [esp]\n  pop ecx\n  jmp .e\n.t:\n  lea eax, [esp+4]\n  ret\n.e:",
       ]);
       c.asm = seq;
       return c;
