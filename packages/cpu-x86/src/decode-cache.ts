@@ -18,7 +18,11 @@ export const MAX_BLOCK_RECORDS = 32;
 export const GENERIC_BLOCK = 1;
 /** Invalidations of one page after which it stays uncached (code and written data share it). */
 const STRIKE_LIMIT = 8;
-/** Every this many invalidations all strike counts halve, so a page reused for code later is cached again. */
+/**
+ * Every this many invalidations, and every this many times an uncached page
+ * is entered, all strike counts halve: a page that stops being written (or
+ * is reused for code later) is cached again.
+ */
 const STRIKE_DECAY = 4096;
 
 /**
@@ -49,6 +53,7 @@ export class DecodeCache {
   private readonly spare: Uint16Array[] = [];
   /** Invalidations per guest page, saturating (pages that keep being written are not cached). */
   private strikes = new Uint8Array(0);
+  private uncachedEntries = 0;
   /** Pages dropped because they were written (statistics). */
   invalidations = 0;
   /** Blocks decoded (statistics). */
@@ -73,7 +78,10 @@ export class DecodeCache {
     const key = gpn * 2 + (code32 ? 1 : 0);
     const m = this.pages.get(key);
     if (m !== undefined) return m;
-    if (gpn < this.strikes.length && this.strikes[gpn] >= STRIKE_LIMIT) return this.uncached;
+    if (gpn < this.strikes.length && this.strikes[gpn] >= STRIKE_LIMIT) {
+      if (++this.uncachedEntries % STRIKE_DECAY === 0) this.decay();
+      return this.uncached;
+    }
     if (this.pages.size >= MAX_PAGES) this.flush();
     const fresh = this.spare.pop();
     const map = fresh ?? new Uint16Array(4096);
@@ -130,7 +138,11 @@ export class DecodeCache {
       this.strikes = s;
     }
     if (this.strikes[gpn] < 255) this.strikes[gpn]++;
-    if (++this.invalidations % STRIKE_DECAY === 0) for (let i = 0; i < this.strikes.length; i++) this.strikes[i] >>= 1;
+    if (++this.invalidations % STRIKE_DECAY === 0) this.decay();
+  }
+
+  private decay(): void {
+    for (let i = 0; i < this.strikes.length; i++) this.strikes[i] >>= 1;
   }
 
   /** Drops every decoded block (pool full, or the guest-physical mapping changed). */
