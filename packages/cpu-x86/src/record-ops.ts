@@ -897,9 +897,18 @@ export function runBlocks(cpu: Cpu, n: number, budget: number): number {
             else mmu.write32(la, v);
             break;
           }
-          case 30: // H_LEA
-            cpu.setReg((w >> 12) & 3, (w >> 20) & 15, ea(cpu, rec, r));
+          case 30: { // H_LEA
+            const e = rec[r + 1];
+            if (((w >> 12) & 3) !== 2 || (e & 0x400) !== 0) {
+              cpu.setReg((w >> 12) & 3, (w >> 20) & 15, ea(cpu, rec, r));
+              break;
+            }
+            let off = rec[r + 2];
+            if ((e & 15) !== 8) off = (off + regs[e & 15]) | 0;
+            if (((e >> 4) & 15) !== 8) off = (off + (regs[(e >> 4) & 15] << ((e >> 8) & 3))) | 0;
+            regs[(w >> 20) & 15] = off;
             break;
+          }
           case 33: { // H_CALL
             if (((w >> 12) & 3) === 2 && cpu.stack32 && cpu.segFast[2] === 1) {
               // 32-bit call on a flat 32-bit stack: limit check, then the push straight to the TLB entry.
