@@ -1,8 +1,11 @@
 import type { AccessSize, LegacyInterruptController } from "@typevisor/hv-core";
 import { Mmu, PAGE_FAULT, TLB_SIZE, type PhysicalMemory } from "@typevisor/mmu-ept";
 import * as C from "./constants.js";
+import { DecodeCache, GENERIC_BLOCK, MAX_BLOCK_RECORDS, REC_STRIDE } from "./decode-cache.js";
+import { ENDS_BLOCK, H_GENERIC, decodeInstruction, fuseCompareBranch, isFused } from "./decoder.js";
 import type { CpuExtension } from "./extensions.js";
 import { exec0F } from "./ops-0f.js";
+import { runBlocks } from "./record-ops.js";
 import * as Sys from "./system.js";
 
 /** Thrown (one preallocated instance) to unwind an instruction that raised an exception; the vector is in {@link Cpu.excVector}. */
@@ -73,7 +76,7 @@ for (let i = 0; i < 256; i++) {
 const SIGN = [0x80, 0x8000, 0x80000000 | 0];
 const MASK = [0xff, 0xffff, -1];
 
-// Lazy flag operations.
+// Lazy flag operations (record-ops.ts writes these values as literals in its inline ALU code).
 const OP_LOGIC = 0;
 const OP_ADD = 1;
 const OP_ADC = 2;
@@ -149,6 +152,8 @@ export class Cpu {
   csBase = 0;
   /** CS limit as an unsigned number (cached for instruction fetch). */
   csLimit = 0xffff;
+  /** @internal the CS limit as int32 bits (compared as `x >>> 0`, which stays in integer registers) */
+  csLimitBits = 0xffff;
   /** EIP wrap mask: 0xFFFF for 16-bit code, -1 for 32-bit. */
   ipMask = 0xffff;
   // Fetch window: the CS offsets [winStart, winStart + winLen] lie in one cached code page and
@@ -158,6 +163,11 @@ export class Cpu {
   /** @internal */ winBias = 0;
   /** @internal */ winMem: Uint8Array = new Uint8Array(0);
   /** @internal */ winGen = -1;
+  /** @internal guest page number of the fetch window's page */ winGpn = 0;
+  /** @internal decoded blocks (the instruction cache; see decode-cache.ts) */
+  readonly decoded = new DecodeCache(H_GENERIC);
+  /** @internal block map of the fetch window's page (the cache's empty map until looked up) */
+  curMap: Uint16Array = this.decoded.empty;
   /** LDTR selector/base/limit/attributes. */
   ldtrSel = 0;
   /** LDTR base. */
@@ -250,10 +260,21 @@ export class Cpu {
   delivering = -1;
 
   // Per-instruction decode state.
-  /** EIP at the start of the current instruction. */
+  /**
+   * EIP at the start of the current instruction, for instructions the
+   * byte-by-byte interpreter runs (every instruction an extension unit sees).
+   */
   instrStart = 0;
   /** ESP at the start of the current instruction (restored when it faults). */
   instrEsp = 0;
+  /** @internal true while the byte-by-byte interpreter runs an instruction ({@link Cpu.step}) */
+  inStep = false;
+  /** @internal EIP of the first instruction of the decoded block being run */
+  blockEip = 0;
+  /** @internal first record word of that block */
+  blockRec = 0;
+  /** @internal `sliceCount` when that block started */
+  blockN = 0;
   /** Operand size is 32 bits. */
   o32 = false;
   /** Address size is 32 bits. */
@@ -327,6 +348,18 @@ export class Cpu {
       this.exits.mmio++;
       this.attention = 1;
     };
+    // A write to a page we decoded from drops its blocks; the running block stops after the writing instruction.
+    memory.onCodeWrite((gpn) => {
+      if (this.decoded.invalidate(gpn)) {
+        this.curMap = this.decoded.empty;
+        this.attention = 1;
+      }
+    });
+    memory.ept.onInvalidate(() => {
+      this.decoded.flush();
+      this.curMap = this.decoded.empty;
+      this.attention = 1;
+    });
     this.reset();
   }
 
@@ -409,6 +442,7 @@ export class Cpu {
   updateCsCache(): void {
     this.csBase = this.segBase[C.CS];
     this.csLimit = this.segLimit[C.CS] >>> 0;
+    this.csLimitBits = this.segLimit[C.CS];
     this.ipMask = this.code32 ? -1 : 0xffff;
     this.winGen = -1;
     this.winLen = -1;
@@ -661,19 +695,25 @@ export class Cpu {
     const la = (this.csBase + eip) | 0;
     const mmu = this.mmu;
     const v = la >>> 12 === mmu.fetchVpn ? mmu.fetchMem[mmu.fetchOff + (la & 0xfff)] : mmu.fetch8(la);
-    if (la >>> 12 === mmu.fetchVpn) {
-      // Window: from eip to the end of this page or the CS limit, without wrapping past the EIP size.
-      const inPage = 0xfff - (la & 0xfff);
-      const toLimit = this.csLimit - (eip >>> 0);
-      const toWrap = (this.ipMask >>> 0) - (eip >>> 0);
-      this.winStart = eip;
-      this.winLen = Math.min(inPage, toLimit, toWrap);
-      this.winBias = mmu.fetchOff + (la & 0xfff) - eip;
-      this.winMem = mmu.fetchMem;
-      this.winGen = mmu.fetchGen;
-    }
+    if (la >>> 12 === mmu.fetchVpn) this.setWindow(eip, la);
     this.eip = (eip + 1) & this.ipMask;
     return v;
+  }
+
+  /** @internal opens the fetch window at `eip` (linear `la`) on the MMU's fetch page. */
+  setWindow(eip: number, la: number): void {
+    const mmu = this.mmu;
+    // Window: from eip to the end of this page or the CS limit, without wrapping past the EIP size.
+    const inPage = 0xfff - (la & 0xfff);
+    const toLimit = this.csLimit - (eip >>> 0);
+    const toWrap = (this.ipMask >>> 0) - (eip >>> 0);
+    this.winStart = eip;
+    this.winLen = Math.min(inPage, toLimit, toWrap);
+    this.winBias = mmu.fetchOff + (la & 0xfff) - eip;
+    this.winMem = mmu.fetchMem;
+    this.winGen = mmu.fetchGen;
+    this.winGpn = mmu.fetchGpn;
+    this.curMap = this.decoded.empty;
   }
 
   /** Fetches a sign-extended byte. */
@@ -1285,6 +1325,7 @@ export class Cpu {
   step(): void {
     this.instrStart = this.eip;
     this.instrEsp = this.regs[4];
+    this.inStep = true;
     if (this.prefixed) {
       // Only instructions after a prefixed one (or a CS change) pay for resetting the prefix state.
       this.prefixed = false;
@@ -1297,6 +1338,7 @@ export class Cpu {
     }
     const op = this.fetch8();
     OPS[op](this, op);
+    this.inStep = false;
   }
 
   /** Blocks interrupts until after the next instruction (STI, MOV SS, POP SS: Intel SDM Vol. 3 §6.8.3). */
@@ -1365,6 +1407,14 @@ export class Cpu {
     this.eip = eip;
   }
 
+  /** Near call to `eip`: the target is checked against the CS limit before the return address is pushed (Intel SDM Vol. 2 CALL). */
+  callNear(eip: number): void {
+    if (!this.o32) eip &= 0xffff;
+    if (eip >>> 0 > this.csLimit) this.raiseGp(0);
+    this.push(this.o32 ? 2 : 1, this.eip);
+    this.eip = eip;
+  }
+
   /** Relative jump by `d` from the current EIP. */
   jumpRel(d: number): void {
     this.jumpNear((this.eip + d) | 0);
@@ -1428,12 +1478,9 @@ export class Cpu {
     }
     if (s === 0) this.raiseUd();
     switch (op) {
-      case 2: {
-        const t = this.readRm(s);
-        this.push(s, this.eip);
-        this.jumpNear(t);
+      case 2:
+        this.callNear(this.readRm(s));
         return;
-      }
       case 3:
       case 5: {
         if (this.mod === 3) this.raiseUd();
@@ -1825,6 +1872,7 @@ export class Cpu {
   private runSliceInner(budget: number): number {
     let n = 0;
     this.sliceCount = 0;
+    this.inStep = false;
     this.exitRequested = false;
     this.attention = 1;
     while (n < budget) {
@@ -1849,12 +1897,12 @@ export class Cpu {
       } catch (e) {
         n = this.sliceCount;
         if (e === CPU_EXCEPTION) {
-          this.sliceCount = ++n;
           this.faultRestore();
+          this.sliceCount = ++n;
           Sys.deliverException(this);
         } else if (e === PAGE_FAULT) {
-          this.sliceCount = ++n;
           this.faultRestore();
+          this.sliceCount = ++n;
           this.cr2 = this.mmu.faultAddress;
           this.excVector = C.EXC_PF;
           this.excCode = this.mmu.faultCode;
@@ -1873,11 +1921,77 @@ export class Cpu {
    * caller's handler uses when an instruction throws.
    */
   runInner(n: number, budget: number): number {
-    do {
-      this.step();
-      this.sliceCount = ++n;
-    } while (this.attention === 0 && n < budget);
-    return n;
+    return runBlocks(this, n, budget);
+  }
+
+  /**
+   * @internal The block at EIP, decoding it if needed: opens the fetch
+   * window (faulting as the instruction's fetch would), finds the page's
+   * block map (write-protecting the page), and checks the block lies in the
+   * window. Returns the generic block when EIP's bytes cannot be cached
+   * (MMIO, beyond the CS limit, a page that keeps being written).
+   */
+  lookupBlock(): number {
+    const eip = this.eip;
+    if ((eip - this.winStart) >>> 0 > this.winLen) {
+      if (eip >>> 0 > this.csLimit) return GENERIC_BLOCK; // the interpreter raises #GP
+      const la = (this.csBase + eip) | 0;
+      if (!this.mmu.fetchPage(la)) return GENERIC_BLOCK;
+      this.setWindow(eip, la);
+    }
+    const dc = this.decoded;
+    let map = this.curMap;
+    if (map === dc.empty) {
+      map = dc.pageMap(this.winGpn, this.code32);
+      if (map !== dc.uncached) this.memory.protectCodePage(this.winGpn);
+      this.curMap = map;
+    }
+    const off = (this.csBase + eip) & 0xfff;
+    let b = map[off];
+    if (b === 0) {
+      if (dc.reserve()) {
+        // The pool was full and everything was dropped, this map included.
+        this.curMap = dc.empty;
+        return this.lookupBlock();
+      }
+      b = this.decodeBlock(map, off);
+    }
+    if (((eip - this.winStart) >>> 0) + dc.bBytes[b] > this.winLen + 1) return GENERIC_BLOCK;
+    return b;
+  }
+
+  /** @internal decodes the block at EIP (inside the window) into the cache and enters it in `map` at `off`. */
+  decodeBlock(map: Uint16Array, off: number): number {
+    const dc = this.decoded;
+    const rec = dc.rec;
+    const start = dc.recTop;
+    let r = start;
+    let d = (this.eip - this.winStart) >>> 0;
+    let bytes = 0;
+    let count = 0;
+    let prev = -1; // the previous record, while it may fuse with a Jcc
+    while (count < MAX_BLOCK_RECORDS) {
+      const res = decodeInstruction(rec, r, this.winMem, this.winStart + d + this.winBias, this.winLen - d + 1, this.code32);
+      count++;
+      if (res === 0) {
+        // Not a form the decoder knows, or it crosses the window: the interpreter runs it, and the block ends.
+        rec[r] = H_GENERIC;
+        r += REC_STRIDE;
+        bytes += 1;
+        break;
+      }
+      const len = res & 0xff;
+      bytes += len;
+      d += len;
+      if (prev >= 0 && fuseCompareBranch(rec, prev, r)) prev = -1;
+      else {
+        prev = r;
+        r += REC_STRIDE;
+      }
+      if (res & ENDS_BLOCK || d > this.winLen) break;
+    }
+    dc.recTop = r;
+    return dc.commit(map, off, start, count, bytes);
   }
 
   /** @internal delivers the single-step trap after an instruction that ran with TF=1 (not after INT n, which cleared TF). */
@@ -1893,10 +2007,34 @@ export class Cpu {
     Sys.deliverException(this);
   }
 
-  /** @internal a faulting instruction leaves EIP at its start and ESP as it was. */
+  /**
+   * @internal A faulting instruction leaves EIP at its start and ESP as it
+   * was. Decoded blocks keep EIP in a local and store only `sliceCount` per
+   * instruction, so the faulting instruction's EIP is found by walking the
+   * block's records; their handlers never change ESP before their last
+   * check, so ESP needs no restoring.
+   */
   faultRestore(): void {
-    this.eip = this.instrStart;
-    this.regs[4] = this.instrEsp;
+    if (this.inStep) {
+      this.inStep = false;
+      this.eip = this.instrStart;
+      this.regs[4] = this.instrEsp;
+      return;
+    }
+    const rec = this.decoded.rec;
+    let eip = this.blockEip;
+    let r = this.blockRec;
+    for (let i = this.blockN; i < this.sliceCount; i++) {
+      const w = rec[r];
+      // A fused compare-and-branch is two instructions: a fault after the first is in the Jcc.
+      if (isFused(w) && i + 1 === this.sliceCount) eip = (eip + rec[r + 1]) & this.ipMask;
+      else {
+        eip = (eip + ((w >> 8) & 15)) & this.ipMask;
+        if (isFused(w)) i++;
+      }
+      r += REC_STRIDE;
+    }
+    this.eip = eip;
   }
 
   /**
@@ -2617,10 +2755,8 @@ function op_e6(cpu: Cpu, op: number): void {
 }
 
 function op_e8(cpu: Cpu, _op: number): void {
-  const vs = cpu.o32 ? 2 : 1;
   const d = cpu.fetchImmV();
-  cpu.push(vs, cpu.eip);
-  cpu.jumpRel(d);
+  cpu.callNear((cpu.eip + d) | 0);
   return;
 }
 

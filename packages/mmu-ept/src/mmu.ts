@@ -152,6 +152,7 @@ export class Mmu {
     this.mem16.fill(new Uint16Array(0));
     memory.ept.onInvalidate(() => this.flushAll());
     memory.onWriteProtect(() => this.flushWrites());
+    memory.onCodeProtect((gpn) => this.flushWritesTo(gpn));
   }
 
   /** Enables or disables the A20 gate; translations change, so the TLB is flushed. */
@@ -246,6 +247,22 @@ export class Mmu {
   flushWrites(): void {
     this.tagWS.fill(-1);
     this.tagWU.fill(-1);
+  }
+
+  /**
+   * Drops the writable translations of guest page `gpn` only (it became a
+   * code page): the entries that may hold a translation are listed, so this
+   * costs a scan of them rather than a flush of every writable page.
+   */
+  flushWritesTo(gpn: number): void {
+    const l = this.listed;
+    for (let k = 0; k < this.listedCount; k++) {
+      const i = l[k];
+      if (this.gpnOf[i] === gpn) {
+        this.tagWS[i] = -1;
+        this.tagWU[i] = -1;
+      }
+    }
   }
 
   /** INVLPG: drops the translation of the page containing `la` (the whole large page if it is one). */
@@ -581,6 +598,29 @@ export class Mmu {
       return this.mem[i][this.off[i] + (la & 0xfff)];
     }
     return this.fetch8Slow(la);
+  }
+
+  /**
+   * Makes the page of `la` the fetch page ({@link Mmu.fetchVpn},
+   * {@link Mmu.fetchMem}, {@link Mmu.fetchOff}, {@link Mmu.fetchGpn}) without
+   * reading it, translating for execute when the TLB misses, so a decoder can
+   * look at the bytes in place.
+   * @returns false when the page is not RAM or ROM (MMIO: the CPU fetches through the bus)
+   * @throws PAGE_FAULT like an instruction fetch
+   */
+  fetchPage(la: number): boolean {
+    const vpn = la >>> 12;
+    if (vpn === this.fetchVpn) return true;
+    const i = vpn & TLB_MASK;
+    if (this.tagX[i] !== vpn) {
+      this.translate(la, ACCESS_EXEC, this.user);
+      if (this.tagX[i] !== vpn) return false;
+    }
+    this.fetchVpn = vpn;
+    this.fetchMem = this.mem[i];
+    this.fetchOff = this.off[i];
+    this.fetchGpn = this.gpnOf[i];
+    return true;
   }
 
   /**

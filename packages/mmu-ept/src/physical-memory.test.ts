@@ -90,6 +90,32 @@ describe("PhysicalMemory", () => {
     expect(m.readU32(0x6004)).toBe(2);
   });
 
+  it("drops only the code page's writable translations, through every alias", async () => {
+    const { Mmu, CR0_PG } = await import("./mmu.js");
+    const m = new PhysicalMemory({ ramSize: 1 << 20 });
+    const mmu = new Mmu(m);
+    // Paging: linear 0x5000 and 0x6000 both map physical 0x6000; 0x7000 is identity.
+    m.writeU32(0x1000, 0x2000 | 3);
+    m.writeU32(0x2000 + 5 * 4, 0x6000 | 0x63);
+    m.writeU32(0x2000 + 6 * 4, 0x6000 | 0x63);
+    m.writeU32(0x2000 + 7 * 4, 0x7000 | 0x63);
+    mmu.setPaging(CR0_PG | 1, 0x1000, 0, false);
+    mmu.write32(0x5000, 1);
+    mmu.write32(0x6000, 1);
+    mmu.write32(0x7000, 1);
+    const seen: number[] = [];
+    m.onCodeWrite((gpn) => seen.push(gpn));
+    m.protectCodePage(6);
+    const misses = mmu.misses;
+    mmu.write32(0x7004, 2); // another page: still cached
+    expect(mmu.misses).toBe(misses);
+    mmu.write32(0x5004, 2); // the alias reaches the listener
+    expect(seen).toEqual([6]);
+    m.protectCodePage(6);
+    mmu.write32(0x6008, 3); // and so does the other mapping
+    expect(seen).toEqual([6, 6]);
+  });
+
   it("saves and restores RAM contents, validating the data", () => {
     const a = new PhysicalMemory({ ramSize: 1 << 20 });
     a.writeU32(0x1234, 0xcafebabe);

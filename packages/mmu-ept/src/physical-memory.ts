@@ -77,6 +77,7 @@ export class PhysicalMemory implements GuestMemory, Snapshottable {
   readonly codePages: Uint8Array;
   private readonly writeProtectListeners: (() => void)[] = [];
   private readonly codeWriteListeners: ((gpn: number) => void)[] = [];
+  private readonly codeProtectListeners: ((gpn: number) => void)[] = [];
   /** Guest pages the dirty log and code-page map cover (the highest RAM end, rounded up). */
   trackedPages: number;
 
@@ -199,6 +200,14 @@ export class PhysicalMemory implements GuestMemory, Snapshottable {
     this.writeProtectListeners.push(listener);
   }
 
+  /**
+   * Subscribes to pages becoming code pages ({@link PhysicalMemory.protectCodePage}):
+   * a TLB drops the writable translations of that one page.
+   */
+  onCodeProtect(listener: (gpn: number) => void): void {
+    this.codeProtectListeners.push(listener);
+  }
+
   /** Subscribes to writes into pages marked in {@link PhysicalMemory.codePages} (decoded-instruction caches drop the page). */
   onCodeWrite(listener: (gpn: number) => void): void {
     this.codeWriteListeners.push(listener);
@@ -243,13 +252,14 @@ export class PhysicalMemory implements GuestMemory, Snapshottable {
 
   /**
    * Marks guest page `gpn` as holding code a vCPU has compiled or cached:
-   * every TLB drops its writable entries, so each later write takes the
-   * slow path and reaches the {@link PhysicalMemory.onCodeWrite} listeners.
+   * every TLB drops its writable translations of the page, so the next
+   * write to it takes the slow path and reaches the
+   * {@link PhysicalMemory.onCodeWrite} listeners.
    */
   protectCodePage(gpn: number): void {
     if (gpn >= this.trackedPages || this.codePages[gpn] !== 0) return;
     this.codePages[gpn] = 1;
-    for (const l of this.writeProtectListeners) l();
+    for (const l of this.codeProtectListeners) l(gpn);
   }
 
   /** Marks `gpn` dirty; called by TLB write fills and DMA writes. */

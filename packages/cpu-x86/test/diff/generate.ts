@@ -112,7 +112,7 @@ function operandPair(rng: Rng, s: number): [string, string] {
 function oneCase(rng: Rng): DiffCase {
   const c = baseCase(rng);
   const s = rng() % 3;
-  const kind = rng() % 30;
+  const kind = rng() % 33;
   switch (kind) {
     case 0:
     case 1:
@@ -371,6 +371,11 @@ function oneCase(rng: Rng): DiffCase {
         "mov ax, ds\n  mov es, ax\n  mov [win], es",
         "push es\n  pop eax",
         "push word ss\n  pop word [win+6]",
+        "call .f\n  jmp .e\n.f:\n  mov eax, [esp]\n  add ebx, eax\n  ret\n.e:",
+        "call .f\n  jmp .e\n.f:\n  push ecx\n  mov ecx, [esp+4]\n  pop edx\n  ret 0\n.e:",
+        "push .r\n  ret\n  mov eax, 1\n.r:",
+        "mov eax, .r\n  call eax\n  jmp .e\n.r:\n  ret\n.e:",
+        "push .t\n  call [esp]\n  pop ecx\n  jmp .e\n.t:\n  lea eax, [esp+4]\n  ret\n.e:",
       ]);
       c.asm = seq;
       return c;
@@ -419,6 +424,47 @@ function oneCase(rng: Rng): DiffCase {
       const op = pick(rng, ALU);
       c.asm = `${op} ${pick(rng, ["al", "ax", "eax"])}, ${rng() & 0x7f}`;
       if (op === "and" || op === "or" || op === "xor") c.undefFlags = AF;
+      return c;
+    }
+    case 29: {
+      // A compare followed by a conditional branch or SETcc (32-bit pairs are fused), on close values.
+      const sz = rng() % 4 === 0 ? rng() % 2 : 2;
+      const [a, ai] = reg(rng, sz);
+      const form = rng() % 4;
+      const m = sz === 0 ? 0xff : sz === 1 ? 0xffff : -1;
+      let b: string;
+      if (form === 0 || form === 2) {
+        const [r, ri] = reg(rng, sz);
+        b = r;
+        if (rng() % 3 === 0 && sz === 2) c.regs[ri] = (c.regs[ai] + pick(rng, [0, 1, -1])) | 0;
+      } else if (form === 1) b = hex(rng() % 3 === 0 && sz === 2 ? (c.regs[ai] + pick(rng, [0, 1, -1])) | 0 : imm(rng, sz) & m);
+      else b = sz === 0 ? hex(rng() & 0xff) : `byte ${(rng() & 0xff) - 128}`;
+      const label = `.C${(rng() >>> 0).toString(16)}x${rng() % 1000}`;
+      const use = rng() % 3 === 0 ? `set${pick(rng, CC)} ch` : `j${pick(rng, CC)} ${label}\n  mov eax, 0x1234\n${label}:`;
+      if (use.startsWith("set") && (a === "ch" || b === "ch" || a === "cx" || a === "ecx")) return oneCase(rng);
+      c.asm = `${form === 2 ? "test" : "cmp"} ${a}, ${b}\n  ${use}`;
+      if (form === 2) c.undefFlags = AF;
+      return c;
+    }
+    case 30: {
+      // A short counted loop closed by a fused compare-and-branch (bounded: at most six passes).
+      c.regs[3] = ((rng() & 0x7fffffff) - 0x40000000) | 0;
+      c.regs[2] = (c.regs[3] - 1 - (rng() % 5)) | 0;
+      const label = `.K${(rng() >>> 0).toString(16)}x${rng() % 1000}`;
+      c.asm = `${label}:\n  inc edx\n  cmp edx, ebx\n  j${pick(rng, ["l", "b", "ne", "le", "be"])} ${label}`;
+      return c;
+    }
+    case 31: {
+      // INC/DEC of a counter followed by a conditional branch (fused), forward or closing a short loop.
+      const op = pick(rng, ["inc", "dec"]);
+      const label = `.D${(rng() >>> 0).toString(16)}x${rng() % 1000}`;
+      if (rng() % 2) {
+        c.regs[1] = pick(rng, [0, 1, 2, -1, -2, 0x7fffffff, 0x80000000, 0x80000001, 0xffffffff]) | 0;
+        c.asm = `${op} ecx\n  j${pick(rng, CC)} ${label}\n  mov eax, 0x1234\n${label}:`;
+      } else {
+        c.regs[1] = 1 + (rng() % 6);
+        c.asm = `${label}:\n  add edx, 3\n  dec ecx\n  j${pick(rng, ["nz", "g", "ns", "ge"])} ${label}`;
+      }
       return c;
     }
     default: {
