@@ -22,6 +22,8 @@ export {
 export type { CpuExtension, InterruptSource } from "./extensions.js";
 export { applyBootState, saveCpuState, loadCpuState } from "./cpu-state.js";
 export { x86Cpu, X86_CPUS, type X86CpuOptions } from "./plugin.js";
+export { X87, CPUID_FPU, type X87Options } from "./x87.js";
+export { Simd, CPUID_SIMD_EDX, MXCSR_MASK } from "./sse.js";
 export { CPUID_SIGNATURE, CORE_FEATURES_EDX, CORE_EXT_FEATURES_EDX } from "./cpuid-msr.js";
 export { loadElf32, ElfError, type ElfImage, type ElfSegment } from "./elf.js";
 export * as x86 from "./constants.js";
