@@ -1070,8 +1070,9 @@ export class X87 implements CpuExtension {
       }
       this.init();
     } else {
-      // FNSTENV masks all exceptions after storing (Intel SDM Vol. 2 FSTENV).
+      // FNSTENV masks all exceptions after storing (Intel SDM Vol. 2 FSTENV); nothing is pending then.
       this.cw |= 0x3f;
+      this.updateEs();
     }
   }
 
@@ -1631,6 +1632,18 @@ export class X87 implements CpuExtension {
         return;
       }
       const xd = toDouble(x);
+      // log2(1 + x) has the sign of x.
+      if (y.cls === CLS_ZERO && x.cls !== CLS_INF) {
+        zero(r, y.sign ^ x.sign);
+        return;
+      }
+      if (y.cls === CLS_INF) {
+        if (x.cls === CLS_ZERO) {
+          sf.flags |= FE_INVALID;
+          X87.indefinite(r);
+        } else inf(r, y.sign ^ x.sign);
+        return;
+      }
       if (x.cls === CLS_FINITE && x.sign && xd < -1) {
         // Below -1 the hardware passes x through unchanged.
         r.copy(x);
@@ -1638,18 +1651,16 @@ export class X87 implements CpuExtension {
         sf.flags |= FE_INEXACT;
         return;
       }
-      if (x.cls === CLS_INF || xd < -1) {
+      if (x.cls === CLS_INF && x.sign) {
         sf.flags |= FE_INVALID;
         X87.indefinite(r);
         return;
       }
-      // log2(1 + x) has the sign of x.
-      if (y.cls === CLS_INF) {
-        inf(r, y.sign ^ x.sign);
-        return;
-      }
-      if (y.cls === CLS_ZERO) {
-        zero(r, y.sign ^ x.sign);
+      if (x.cls === CLS_INF) {
+        if (y.cls === CLS_ZERO) {
+          sf.flags |= FE_INVALID;
+          X87.indefinite(r);
+        } else inf(r, y.sign);
         return;
       }
       if (below(x, -60)) {
@@ -1663,7 +1674,8 @@ export class X87 implements CpuExtension {
         sf.mul(x, l, FMT_F80);
         l.copy(sf.r);
       } else {
-        const lv = Math.log1p(xd) / Math.LN2;
+        // Past 2^60, 1 + x rounds to x: the exact exponent split keeps huge arguments in range.
+        const lv = x.exp > 60 ? log2Of(x) : Math.log1p(xd) / Math.LN2;
         if (lv === -Infinity) {
           if (y.cls === CLS_ZERO) {
             sf.flags |= FE_INVALID;

@@ -426,7 +426,25 @@ function x87Case(rng: Rng): FpuCase {
     }
     case 18: {
       // Control and environment.
-      const f = rng() % 8;
+      const f = rng() % 12;
+      if (f >= 8) {
+        if (f === 8) {
+          c.asm = "o16 fnstenv [win+16]";
+          c.windowIgnore = [[16 + 8, 16 + 14]];
+        } else if (f === 9) {
+          c.asm = "o16 fnsave [win+8]";
+          c.windowIgnore = [[8 + 8, 8 + 14]];
+        } else if (f === 10) {
+          c.asm = "o16 fnsave [win+8]\n  fld1\n  o16 frstor [win+8]";
+          c.windowIgnore = [[8 + 8, 8 + 14]];
+        } else {
+          // FLDCW that unmasks flags already set: ES and B follow at once (FNSTSW does not wait).
+          const cw = (rng() & 0x3f) | ((rng() & 0x1f) << 8);
+          setMem(c, off, [cw & 0xff, cw >> 8]);
+          c.asm = `fldcw ${m}\n  fnstsw ax\n  fnclex`;
+        }
+        return c;
+      }
       if (f === 0) {
         // FLDCW of a valid control word (no newly unmasked pending flags: status has only masked flags, so keep masks).
         const cw = 0x3f | ((rng() & 0x1f) << 8) | (rng() & 0x40);
@@ -556,7 +574,7 @@ function sseCase(rng: Rng): FpuCase {
   const off = 16 * (rng() % 6);
   const m128 = `[win+${off}]`;
   const mOff = 4 * (rng() % 24);
-  const k = rng() % 20;
+  const k = rng() % 21;
   // Memory contents: floats or doubles to match.
   const fillF32 = (): void => {
     for (let i = 0; i < 32; i++) setMem(c, i * 4, u32le(randF32(rng)));
@@ -670,6 +688,31 @@ function sseCase(rng: Rng): FpuCase {
       ][f];
       return c;
     }
+    case 11: {
+      const r = pick(rng, R32.filter((q) => q !== "esp"));
+      const q = 8 * (rng() % 12);
+      fillF32();
+      const mx = 0x1f80 | (rng() & 0x3f) | ((rng() & 3) << 13) | (rng() & 1 ? 0x40 : 0) | (rng() & 1 ? 0x8000 : 0);
+      setMem(c, 120, u32le(mx));
+      c.asm = pick(rng, [
+        `ldmxcsr [win+120]\n  stmxcsr [win+${mOff}]`,
+        `stmxcsr [win+${mOff}]`,
+        `movnti [win+${mOff}], ${r}`,
+        "sfence\n  lfence\n  mfence",
+        `clflush [win+${mOff}]`,
+        `${pick(rng, ["prefetchnta", "prefetcht0", "prefetcht1", "prefetcht2"])} [win+${mOff}]`,
+        `${pick(rng, ["cvtps2pi", "cvttps2pi"])} ${pick(rng, MM)}, ${src(8)}`,
+        `${pick(rng, ["cvtpd2pi", "cvttpd2pi"])} ${pick(rng, MM)}, ${src(16)}`,
+        `${pick(rng, ["movntps", "movntpd", "movntdq"])} [win+${16 * (rng() % 7)}], ${x()}`,
+        `movntq [win+${q}], ${pick(rng, MM)}`,
+        `${pick(rng, ["movapd", "movupd", "movdqa"])} ${x()}, ${src(16)}`,
+        `${pick(rng, ["movapd", "movdqa", "movaps"])} [win+${16 * (rng() % 7)}], ${x()}`,
+        `ldmxcsr [win+120]\n  ${pick(rng, ["addps", "mulpd", "divss", "subsd", "sqrtps", "cvtpd2ps", "cvtsd2ss", "cvtps2dq", "cvtsi2ss"])} ${x()}, ${x()}`,
+      ]);
+      if (c.asm.includes("cvtsi2ss")) c.asm = c.asm.replace(/cvtsi2ss (xmm\d), xmm\d/, `cvtsi2ss $1, ${r}`);
+      if (c.asm.includes("cvtpd2pi") || c.asm.includes("cvttpd2pi")) fillF64();
+      return c;
+    }
     case 10: {
       fillF32();
       c.asm = `${pick(rng, ["rcpps", "rsqrtps", "rcpss", "rsqrtss"])} ${x()}, ${src(16)}`;
@@ -678,6 +721,15 @@ function sseCase(rng: Rng): FpuCase {
       c.approxXmm = 0xf << (4 * reg);
       return c;
     }
+    case 12:
+    case 13:
+    case 14:
+    case 15:
+    case 16:
+    case 17:
+    case 18:
+    case 19:
+    case 20:
     default: {
       // Integer SIMD on XMM.
       const op = pick(rng, INT_OPS);

@@ -60,7 +60,7 @@ export function runUserElf(elf: Uint8Array, maxInstructions = 50_000_000, option
   let exitCode = -1;
   let signal: string | undefined;
   // Linux's signal for each exception vector (arch/x86/kernel/traps.c).
-  const SIGNALS: Record<number, string> = { 0: "SIGFPE", 4: "SIGSEGV", 5: "SIGSEGV", 6: "SIGILL", 11: "SIGBUS", 12: "SIGBUS", 13: "SIGSEGV", 14: "SIGSEGV", 17: "SIGBUS" };
+  const SIGNALS: Record<number, string> = { 0: "SIGFPE", 4: "SIGSEGV", 5: "SIGSEGV", 6: "SIGILL", 11: "SIGBUS", 12: "SIGBUS", 13: "SIGSEGV", 14: "SIGSEGV", 16: "SIGFPE", 17: "SIGBUS", 19: "SIGFPE" };
   cpu.exceptionExit = (vector) => {
     signal = SIGNALS[vector] ?? `vector ${vector}`;
     exitCode = 128;
