@@ -37,8 +37,8 @@ import {
   type Format,
 } from "./x87-float80.js";
 
-/** CPUID.01H:EDX bits of this unit: MMX (23), FXSR (24), SSE (25), SSE2 (26). */
-export const CPUID_SIMD_EDX = (1 << 23) | (1 << 24) | (1 << 25) | (1 << 26);
+/** CPUID.01H:EDX bits of this unit: CLFSH (19), MMX (23), FXSR (24), SSE (25), SSE2 (26). */
+export const CPUID_SIMD_EDX = (1 << 19) | (1 << 23) | (1 << 24) | (1 << 25) | (1 << 26);
 
 /** MXCSR bits that may be set (with DAZ): everything below bit 16. */
 export const MXCSR_MASK = 0xffff;
@@ -99,9 +99,12 @@ export class Simd implements CpuExtension {
     this.mxcsr = 0x1f80;
   }
 
-  /** Adds MMX, FXSR, SSE, SSE2 to CPUID leaf 1 EDX. */
+  /** Adds CLFSH, MMX, FXSR, SSE, SSE2 to CPUID leaf 1 EDX, and the CLFLUSH line size (8 × 8 bytes) to EBX. */
   cpuid(leaf: number, _subleaf: number, out: Int32Array): void {
-    if (leaf === 1) out[3] |= CPUID_SIMD_EDX;
+    if (leaf === 1) {
+      out[3] |= CPUID_SIMD_EDX;
+      out[1] = (out[1] & ~0xff00) | (8 << 8);
+    }
   }
 
   // ------------------------------------------------------------------ checks
@@ -1014,6 +1017,8 @@ export class Simd implements CpuExtension {
   // ------------------------------------------------------------------ integer SIMD
 
   private intGroup(cpu: Cpu, op: number, pfx: number): boolean {
+    // Not MMX/SSE2 (SSE3's HADD/HSUB/LDDQU, VMX's VMREAD/VMWRITE, reserved): #UD before any operand is touched.
+    if ((op >= 0x78 && op <= 0x7d) || op === 0xf0 || op === 0xff) return false;
     // Legal prefixes: none (MMX) or 66 (XMM); F3/F2 only for a few moves.
     const xmmForm = pfx === 1;
     if (pfx >= 2) {
@@ -1199,11 +1204,14 @@ export class Simd implements CpuExtension {
         return true;
       }
       case 0xd7: {
-        // PMOVMSKB r32, mm/xmm
+        // PMOVMSKB r32, mm/xmm (the hot half of every SSE2 string function)
         if (mem) cpu.raiseUd();
         if (xmmForm) {
           this.checkSse(cpu);
-          this.loadXmm(this.s32, cpu.rm);
+          const x = this.xmm;
+          const b = cpu.rm * 4;
+          cpu.regs[reg] = movmsk4(x[b]) | (movmsk4(x[b + 1]) << 4) | (movmsk4(x[b + 2]) << 8) | (movmsk4(x[b + 3]) << 12);
+          return true;
         } else {
           this.checkMmx(cpu);
           this.loadMm(this.s32, cpu.rm);
@@ -1422,7 +1430,12 @@ export class Simd implements CpuExtension {
         for (let i = 0; i < n >> 2; i++) d32[i] = d32[i] > s32[i] ? -1 : 0;
         return true;
       case 0x74:
-        for (let i = 0; i < n; i++) d8[i] = d8[i] === s8[i] ? 0xff : 0;
+        // PCMPEQB, four bytes per step: a byte of a ^ b is zero exactly where they are equal.
+        for (let i = 0; i < n >> 2; i++) {
+          const t = d32[i] ^ s32[i];
+          const z = ((((t & 0x7f7f7f7f) + 0x7f7f7f7f) | t) & 0x80808080) ^ 0x80808080;
+          d32[i] = z | (z - (z >>> 7));
+        }
         return true;
       case 0x75:
         for (let i = 0; i < n >> 1; i++) d16[i] = d16[i] === s16[i] ? 0xffff : 0;
@@ -1572,6 +1585,11 @@ export class Simd implements CpuExtension {
   private readonly tBuf = new ArrayBuffer(16);
   private readonly t8 = new Uint8Array(this.tBuf);
   private readonly t16 = new Uint16Array(this.tBuf);
+}
+
+/** The sign bits of the four bytes of `w`, as bits 0-3. */
+function movmsk4(w: number): number {
+  return ((w >>> 7) & 1) | ((w >>> 14) & 2) | ((w >>> 21) & 4) | ((w >>> 28) & 8);
 }
 
 function satS8(v: number): number {

@@ -731,142 +731,112 @@ export class SoftFloat {
     this.roundPack(f);
   }
 
-  /** a / b of two finite non-zero operands, rounded to `f`. */
+  /**
+   * a / b of two finite non-zero operands, rounded to `f`. Restoring division
+   * for 67 quotient bits (the first may be 0): with the remainder as a sticky
+   * bit that is enough for every precision, since an exact quotient of two
+   * 64-bit significands never needs 65 bits (no ties beyond 64).
+   */
   div(a: Unpacked, b: Unpacked, f: Format): void {
-    // Restoring division: remainder r (65 bits: rc:r0:r1), divisor d, 97 quotient bits.
-    let r0 = a.hi;
-    let r1 = a.lo;
+    let r0 = a.hi >>> 0;
+    let r1 = a.lo >>> 0;
     let rc = 0;
-    const d0 = b.hi;
-    const d1 = b.lo;
+    const d0 = b.hi >>> 0;
+    const d1 = b.lo >>> 0;
     let q0 = 0;
     let q1 = 0;
     let q2 = 0;
-    let q3 = 0;
-    for (let i = 0; i < 98; i++) {
-      // Compare rc:r0:r1 with d0:d1.
-      let ge = rc !== 0 || r0 > d0 || (r0 === d0 && r1 >= d1);
+    for (let i = 0; i < 67; i++) {
+      const ge = rc !== 0 || r0 > d0 || (r0 === d0 && r1 >= d1);
       if (ge) {
         let n1 = r1 - d1;
-        let borrow = 0;
+        let n0 = r0 - d0;
         if (n1 < 0) {
           n1 += 0x100000000;
-          borrow = 1;
+          n0--;
         }
-        let n0 = r0 - d0 - borrow;
-        if (n0 < 0) n0 += 0x100000000;
-        r0 = n0;
+        r0 = n0 >>> 0;
         r1 = n1;
-        rc = 0;
-      } else ge = false;
-      // Shift the quotient (q0:q1:q2:q3, 128 bits) left and add the bit.
+      }
       q0 = ((q0 << 1) | (q1 >>> 31)) >>> 0;
       q1 = ((q1 << 1) | (q2 >>> 31)) >>> 0;
-      q2 = ((q2 << 1) | (q3 >>> 31)) >>> 0;
-      q3 = ((q3 << 1) | (ge ? 1 : 0)) >>> 0;
-      // Shift the remainder left.
+      q2 = ((q2 << 1) | (ge ? 1 : 0)) >>> 0;
       rc = r0 >>> 31;
       r0 = ((r0 << 1) | (r1 >>> 31)) >>> 0;
       r1 = (r1 << 1) >>> 0;
     }
-    // 98 bits: q0 holds bits 97..96 (2 bits). The first quotient bit has weight 2^0.
-    const sticky = (r0 | r1 | rc) !== 0 ? 1 : 0;
+    // 67 bits: q0 holds bits 66..64. The first quotient bit has weight 2^0.
     let e = a.exp - b.exp;
-    // Normalize so the top quotient bit lands in bit 95 of w0:w1:w2.
-    if (q0 & 2) {
-      // bits 97..2 -> w0:w1:w2
-      this.w0 = ((q0 << 30) | (q1 >>> 2)) >>> 0;
-      this.w1 = ((q1 << 30) | (q2 >>> 2)) >>> 0;
-      this.w2 = ((q2 << 30) | (q3 >>> 2) | ((q3 & 3) !== 0 ? 1 : 0) | sticky) >>> 0;
-    } else {
-      // Top bit is bit 96.
-      this.w0 = ((q0 << 31) | (q1 >>> 1)) >>> 0;
-      this.w1 = ((q1 << 31) | (q2 >>> 1)) >>> 0;
-      this.w2 = ((q2 << 31) | (q3 >>> 1) | (q3 & 1) | sticky) >>> 0;
+    let w0 = ((q0 << 29) | (q1 >>> 3)) >>> 0;
+    let w1 = ((q1 << 29) | (q2 >>> 3)) >>> 0;
+    let w2 = (q2 << 29) >>> 0;
+    if ((w0 & 0x80000000) === 0) {
+      w0 = ((w0 << 1) | (w1 >>> 31)) >>> 0;
+      w1 = ((w1 << 1) | (w2 >>> 31)) >>> 0;
+      w2 = (w2 << 1) >>> 0;
       e--;
     }
+    this.w0 = w0;
+    this.w1 = w1;
+    this.w2 = (w2 | ((r0 | r1 | rc) !== 0 ? 1 : 0)) >>> 0;
     this.ws = a.sign ^ b.sign;
     this.we = e;
     this.roundPack(f);
   }
 
-  /** Square root of a finite positive operand, rounded to `f`. */
+  /**
+   * Square root of a finite positive operand, rounded to `f`: digit by digit,
+   * two radicand bits per step, 66 root bits and the remainder as a sticky
+   * bit (an exact root of a 64-bit significand never has 65 significant bits).
+   */
   sqrt(a: Unpacked, f: Format): void {
-    // Radicand N = sig × 2^(127 or 128) so that isqrt(N) has 96 bits; digit-by-digit, two bits per step.
-    const m = this.m;
-    // m[0..5]: N as 6 words big-endian (m[0] most significant).
+    // value = sig/2^63 × 2^exp; with an odd exponent the radicand is 2·sig (one more leading bit).
     const odd = (a.exp & 1) !== 0;
-    // value = sig/2^63 × 2^exp; for odd exp use 2·sig/2^63 × 2^(exp-1).
-    // N = (odd ? sig << 1 : sig) << 127 → place sig at bit offset 127 (+1).
-    for (let i = 0; i < 6; i++) m[i] = 0;
-    const shift = odd ? 128 : 127; // sig occupies bits shift..shift+63 of the 192-bit N
-    // Words big-endian: word k covers bits (191-32k)..(160-32k).
-    const bitLo = shift; // position of sig bit 0
-    const wIdx = 5 - Math.floor(bitLo / 32);
-    const bo = bitLo % 32;
-    // sig = hi:lo placed at [bitLo, bitLo+63]
-    const hi = a.hi;
-    const lo = a.lo;
-    if (bo === 0) {
-      m[wIdx] = lo;
-      m[wIdx - 1] = hi;
-    } else {
-      m[wIdx] = (lo << bo) >>> 0;
-      m[wIdx - 1] = ((hi << bo) | (lo >>> (32 - bo))) >>> 0;
-      m[wIdx - 2] = hi >>> (32 - bo);
-    }
-    // Root (96 bits) in m[6..8], remainder (up to 98 bits) in m[9..12] (4 words), trial in m[13..15]+.
+    const hi = a.hi >>> 0;
+    const lo = a.lo >>> 0;
+    // The radicand bit stream, most significant first, in x0:x1:x2.
+    let x0 = odd ? hi : hi >>> 1;
+    let x1 = odd ? lo : ((hi << 31) | (lo >>> 1)) >>> 0;
+    let x2 = odd ? 0 : (lo << 31) >>> 0;
     let q0 = 0, q1 = 0, q2 = 0; // root
-    let r0 = 0, r1 = 0, r2 = 0, r3 = 0; // remainder (128-bit, big-endian)
-    for (let i = 0; i < 96; i++) {
-      // Bring down the next two bits of N (bits 191-2i, 190-2i).
-      const bitPos = 190 - 2 * i;
-      const word = m[5 - Math.floor(bitPos / 32)];
-      const two = (word >>> (bitPos % 32)) & 3;
-      // r = (r << 2) | two
+    let r0 = 0, r1 = 0, r2 = 0; // remainder (< 2^68)
+    for (let i = 0; i < 66; i++) {
+      const two = x0 >>> 30;
+      x0 = ((x0 << 2) | (x1 >>> 30)) >>> 0;
+      x1 = ((x1 << 2) | (x2 >>> 30)) >>> 0;
+      x2 = (x2 << 2) >>> 0;
       r0 = ((r0 << 2) | (r1 >>> 30)) >>> 0;
       r1 = ((r1 << 2) | (r2 >>> 30)) >>> 0;
-      r2 = ((r2 << 2) | (r3 >>> 30)) >>> 0;
-      r3 = ((r3 << 2) | two) >>> 0;
-      // trial t = (q << 2) | 1 (as 128-bit)
-      const t0 = (q0 >>> 30) >>> 0;
-      const t1 = ((q0 << 2) | (q1 >>> 30)) >>> 0;
-      const t2 = ((q1 << 2) | (q2 >>> 30)) >>> 0;
-      const t3 = ((q2 << 2) | 1) >>> 0;
-      const ge = r0 > t0 || (r0 === t0 && (r1 > t1 || (r1 === t1 && (r2 > t2 || (r2 === t2 && r3 >= t3)))));
+      r2 = ((r2 << 2) | two) >>> 0;
+      // trial t = 4q + 1
+      const t0 = ((q0 << 2) | (q1 >>> 30)) >>> 0;
+      const t1 = ((q1 << 2) | (q2 >>> 30)) >>> 0;
+      const t2 = ((q2 << 2) | 1) >>> 0;
+      const ge = r0 > t0 || (r0 === t0 && (r1 > t1 || (r1 === t1 && r2 >= t2)));
       if (ge) {
-        let d3 = r3 - t3;
-        let b = 0;
-        if (d3 < 0) {
-          d3 += 0x100000000;
-          b = 1;
-        }
-        let d2 = r2 - t2 - b;
-        b = 0;
+        let d2 = r2 - t2;
+        let d1 = r1 - t1;
+        let d0 = r0 - t0;
         if (d2 < 0) {
           d2 += 0x100000000;
-          b = 1;
+          d1--;
         }
-        let d1 = r1 - t1 - b;
-        b = 0;
         if (d1 < 0) {
           d1 += 0x100000000;
-          b = 1;
+          d0--;
         }
-        const d0 = r0 - t0 - b;
         r0 = d0 >>> 0;
         r1 = d1;
         r2 = d2;
-        r3 = d3;
       }
       q0 = ((q0 << 1) | (q1 >>> 31)) >>> 0;
       q1 = ((q1 << 1) | (q2 >>> 31)) >>> 0;
       q2 = ((q2 << 1) | (ge ? 1 : 0)) >>> 0;
     }
-    const sticky = (r0 | r1 | r2 | r3) !== 0 ? 1 : 0;
-    this.w0 = q0;
-    this.w1 = q1;
-    this.w2 = (q2 | sticky) >>> 0;
+    // 66 root bits (q0 holds bits 65..64, the top one set) -> bits 95..30.
+    this.w0 = ((q0 << 30) | (q1 >>> 2)) >>> 0;
+    this.w1 = ((q1 << 30) | (q2 >>> 2)) >>> 0;
+    this.w2 = ((q2 << 30) | ((r0 | r1 | r2) !== 0 ? 1 : 0)) >>> 0;
     this.ws = 0;
     this.we = odd ? (a.exp - 1) / 2 : a.exp / 2;
     this.roundPack(f);

@@ -108,7 +108,7 @@ export class X87 implements CpuExtension {
   fdp = 0;
   /** Last data selector. */
   fds = 0;
-  /** The soft-float engine. */
+  /** @internal The soft-float engine. */
   readonly sf = new SoftFloat();
   /** FERR# output (CR0.NE = 0). */
   ferr: ((asserted: boolean) => void) | undefined;
@@ -1632,6 +1632,11 @@ export class X87 implements CpuExtension {
         return;
       }
       const xd = toDouble(x);
+      if (x.cls === CLS_INF && x.sign) {
+        sf.flags |= FE_INVALID;
+        X87.indefinite(r);
+        return;
+      }
       // log2(1 + x) has the sign of x.
       if (y.cls === CLS_ZERO && x.cls !== CLS_INF) {
         zero(r, y.sign ^ x.sign);
@@ -1651,11 +1656,6 @@ export class X87 implements CpuExtension {
         sf.flags |= FE_INEXACT;
         return;
       }
-      if (x.cls === CLS_INF && x.sign) {
-        sf.flags |= FE_INVALID;
-        X87.indefinite(r);
-        return;
-      }
       if (x.cls === CLS_INF) {
         if (y.cls === CLS_ZERO) {
           sf.flags |= FE_INVALID;
@@ -1671,7 +1671,7 @@ export class X87 implements CpuExtension {
         l.hi = 0xb8aa3b29;
         l.lo = 0x5c17f0bc;
         l.denormal = false;
-        sf.mul(x, l, FMT_F80);
+        sf.mul(x, l, FMT_WIDE);
         l.copy(sf.r);
       } else {
         // Past 2^60, 1 + x rounds to x: the exact exponent split keeps huge arguments in range.
@@ -1705,33 +1705,65 @@ export class X87 implements CpuExtension {
   /** r = arctan(y / x) with the quadrant of (x, y) (Intel SDM Vol. 2 FPATAN). */
   private fpatan(x: Unpacked, y: Unpacked, r: Unpacked): void {
     const sf = this.sf;
-    // Scale both finite operands by the same power of two so the doubles keep their ratio.
-    let xd: number;
-    let yd: number;
-    if (x.cls === CLS_FINITE && y.cls === CLS_FINITE) {
-      const m = Math.max(x.exp, y.exp);
-      const ex = x.exp;
-      const ey = y.exp;
-      if (ey - ex < -1000 && x.sign === 0) {
+    const ys = y.sign;
+    // Exact special cases: zeros and infinities give 0, pi/4, pi/2, 3pi/4 or pi (rounded per RC).
+    if (y.cls === CLS_ZERO) {
+      if (x.sign) this.piMultiple(r, PI, ys);
+      else zero(r, ys);
+      return;
+    }
+    if (y.cls === CLS_INF) {
+      if (x.cls === CLS_INF) this.piMultiple(r, x.sign ? PI_3_4 : PI_4, ys);
+      else this.piMultiple(r, PI_2, ys);
+      return;
+    }
+    if (x.cls === CLS_ZERO) {
+      this.piMultiple(r, PI_2, ys);
+      return;
+    }
+    if (x.cls === CLS_INF) {
+      if (x.sign) this.piMultiple(r, PI, ys);
+      else zero(r, ys);
+      return;
+    }
+    // Both finite, non-zero: atan2 depends on the ratio only; scale both by the same power of two.
+    const ex = x.exp;
+    const ey = y.exp;
+    if (ey - ex < -1000) {
+      if (x.sign === 0) {
         // Tiny ratio: atan(y/x) = y/x.
         sf.div(y, x, FMT_F80);
         r.copy(sf.r);
         sf.flags |= FE_INEXACT;
-        return;
-      }
-      x.exp -= m;
-      y.exp -= m;
-      xd = toDouble(x);
-      yd = toDouble(y);
-      x.exp = ex;
-      y.exp = ey;
-    } else {
-      xd = toDouble(x);
-      yd = toDouble(y);
+      } else this.piMultiple(r, PI, ys);
+      return;
     }
-    const v = Math.atan2(yd, xd);
-    if (v === 0) zero(r, Object.is(v, -0) ? 1 : 0);
-    else this.fromDoubleResult(r, v);
+    if (ey - ex > 1000) {
+      this.piMultiple(r, PI_2, ys);
+      return;
+    }
+    const m = Math.max(ex, ey);
+    x.exp -= m;
+    y.exp -= m;
+    const xd = toDouble(x);
+    const yd = toDouble(y);
+    x.exp = ex;
+    y.exp = ey;
+    this.fromDoubleResult(r, Math.atan2(yd, xd));
+  }
+
+  /** r = ±c for one of the pi constants, rounded to 64 bits per RC; sets PE. */
+  private piMultiple(r: Unpacked, c: readonly number[], sign: number): void {
+    const sf = this.sf;
+    const saveFlags = sf.flags;
+    sf.ws = sign;
+    sf.we = c[0];
+    sf.w0 = c[1] >>> 0;
+    sf.w1 = c[2] >>> 0;
+    sf.w2 = c[3] >>> 0;
+    sf.roundPack(FMT_F80);
+    r.copy(sf.r);
+    sf.flags = saveFlags | FE_INEXACT;
   }
 
   private fxam(): void {
@@ -2250,6 +2282,15 @@ const CONSTANTS: number[][] = [
   [-2, 0x9a209a84, 0xfbcff798, 0x8f8959ac],
   [-1, 0xb17217f7, 0xd1cf79ab, 0xc9e3b398],
 ];
+
+/** pi, pi/2, pi/4 and 3pi/4 with 96 significand bits (exponent, three words). */
+const PI: readonly number[] = [1, 0xc90fdaa2, 0x2168c234, 0xc4c6628b];
+const PI_2: readonly number[] = [0, 0xc90fdaa2, 0x2168c234, 0xc4c6628b];
+const PI_4: readonly number[] = [-1, 0xc90fdaa2, 0x2168c234, 0xc4c6628b];
+const PI_3_4: readonly number[] = [1, 0x96cbe3f9, 0x990e91a7, 0x9394c9e8];
+
+/** Extended precision with an unbounded exponent: intermediate products that must not underflow. */
+const FMT_WIDE = { p: 64, emin: -(1 << 30), emax: 1 << 30 };
 
 /** Snapshot adapter of the x87 state. */
 class X87Snapshot implements Snapshottable {

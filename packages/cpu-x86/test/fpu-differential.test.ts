@@ -14,14 +14,18 @@ const mixEnv = (process.env.TYPEVISOR_FPU_MIX ?? "all") as Mix;
 const BATCHES: [number, Mix, number][] = seedEnv
   ? [[Number(seedEnv), mixEnv, 1000]]
   : [
-      [1, "x87", 1000],
-      [2, "x87", 1000],
-      [3, "x87", 1000],
-      [4, "sse", 1000],
-      [5, "sse", 1000],
-      [6, "mmx", 1000],
-      [7, "all", 1000],
-      [8, "all", 1000],
+      [1, "x87", 1500],
+      [2, "x87", 1500],
+      [3, "x87", 1500],
+      [4, "x87", 1500],
+      [5, "x87", 1500],
+      [6, "sse", 1500],
+      [7, "sse", 1500],
+      [8, "sse", 1500],
+      [9, "mmx", 1500],
+      [10, "mmx", 1500],
+      [11, "all", 1500],
+      [12, "all", 1500],
     ];
 
 describeWithTools(["nasm", "ld", "objdump"], "x87/MMX/SSE/SSE2 instructions agree with the real CPU", () => {

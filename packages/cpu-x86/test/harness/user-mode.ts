@@ -44,7 +44,11 @@ export function runUserElf(elf: Uint8Array, maxInstructions = 50_000_000, option
   const image = loadElf32(elf, memory);
   cpu.reset();
   cpu.cr0 = options.fpu ? 0x60000031 : 0x60000011;
-  if (options.fpu) cpu.cr4 = 0x600;
+  if (options.fpu) {
+    cpu.cr4 = 0x600;
+    // A new Linux process starts with the FPU in its FNINIT state (CW 037Fh) and MXCSR 1F80h.
+    (cpu.extensions[0] as X87).init();
+  }
   cpu.cpl = 3;
   cpu.setSegCache(1, FLAT_CODE3.selector, 0, -1, FLAT_CODE3.access | (FLAT_CODE3.flags << 12));
   for (const s of [0, 2, 3]) cpu.setSegCache(s, FLAT_DATA3.selector, 0, -1, FLAT_DATA3.access | (FLAT_DATA3.flags << 12));
