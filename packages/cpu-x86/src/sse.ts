@@ -840,6 +840,7 @@ export class Simd implements CpuExtension {
       return 0x80000000 | 0;
     }
     // Integer part and rounding through the 96-bit work: value = sig × 2^(exp-63).
+    const before = sf.flags;
     sf.ws = u.sign;
     sf.w0 = u.hi;
     sf.w1 = u.lo;
@@ -852,7 +853,8 @@ export class Simd implements CpuExtension {
     const m1 = sf.w1;
     void up;
     if (m0 !== 0 || m1 > 0x80000000 || (m1 === 0x80000000 && !u.sign)) {
-      sf.flags = (sf.flags & ~FE_INEXACT) | FE_INVALID;
+      // Out of range: invalid, and this lane is not also inexact (other lanes keep their flags).
+      sf.flags = before | FE_INVALID;
       return 0x80000000 | 0;
     }
     return u.sign ? -m1 | 0 : m1 | 0;
