@@ -551,7 +551,7 @@ export class X87 implements CpuExtension {
         const la = this.addr(cpu, opcode === 0xd8 ? 4 : 8, false);
         if (opcode === 0xd8) unpackF32(b, cpu.mmu.read32(la));
         else unpackF64(b, cpu.mmu.read32(la), cpu.mmu.read32((la + 4) | 0));
-        this.arithOrCompare(reg, b, 0);
+        this.arithOrCompare(reg, b);
         return;
       }
       case 0xda:
@@ -559,7 +559,7 @@ export class X87 implements CpuExtension {
         const la = this.addr(cpu, opcode === 0xda ? 4 : 2, false);
         const v = opcode === 0xda ? cpu.mmu.read32(la) : (cpu.mmu.read16(la) << 16) >> 16;
         fromInt32(b, v);
-        this.arithOrCompare(reg, b, 0);
+        this.arithOrCompare(reg, b);
         return;
       }
       case 0xd9:
@@ -640,9 +640,9 @@ export class X87 implements CpuExtension {
   }
 
   /** D8/DC/DA/DE memory forms: ST0 = ST0 op src, or FCOM/FCOMP (reg 2, 3). */
-  private arithOrCompare(reg: number, src: Unpacked, _unused: number): void {
+  private arithOrCompare(reg: number, src: Unpacked): void {
     if (reg === 2 || reg === 3) {
-      this.fcom(src, false, reg === 3 ? 1 : 0, false);
+      this.fcom(src, false, reg === 3 ? 1 : 0);
       return;
     }
     const a = this.ua;
@@ -1233,11 +1233,11 @@ export class X87 implements CpuExtension {
       return;
     }
     this.load(this.ub, i);
-    this.fcom(this.ub, quiet, pops, true);
+    this.fcom(this.ub, quiet, pops);
   }
 
   /** Compares ST0 with `src` into C3/C2/C0; the codes are written even when an unmasked exception suppresses the pop. */
-  private fcom(src: Unpacked, quiet: boolean, pops: number, _reg: boolean): void {
+  private fcom(src: Unpacked, quiet: boolean, pops: number): void {
     const sf = this.begin(false);
     if (this.isEmpty(0)) {
       this.setCC(1, 1, 0, 1);
@@ -1374,7 +1374,7 @@ export class X87 implements CpuExtension {
         // FTST
         const z = this.uc;
         zero(z, 0);
-        this.fcom(z, false, 0, true);
+        this.fcom(z, false, 0);
         return;
       }
       case 0xe5:
