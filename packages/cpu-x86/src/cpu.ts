@@ -1,11 +1,12 @@
 import type { AccessSize, LegacyInterruptController } from "@typevisor/hv-core";
 import { Mmu, PAGE_FAULT, TLB_SIZE, type PhysicalMemory } from "@typevisor/mmu-ept";
 import * as C from "./constants.js";
-import { DecodeCache, GENERIC_BLOCK, MAX_BLOCK_RECORDS, REC_STRIDE } from "./decode-cache.js";
+import { DecodeCache, GENERIC_BLOCK, MAX_BLOCK_RECORDS, MAX_BLOCKS, REC_STRIDE } from "./decode-cache.js";
+import { BlockCompiler, type JitOptions } from "./jit.js";
 import { ENDS_BLOCK, H_GENERIC, decodeInstruction, fuseCompareBranch, isFused } from "./decoder.js";
 import type { CpuExtension } from "./extensions.js";
 import { exec0F } from "./ops-0f.js";
-import { runBlocks } from "./record-ops.js";
+import { runBlocks, runCompiled } from "./record-ops.js";
 import * as Sys from "./system.js";
 
 /** Thrown (one preallocated instance) to unwind an instruction that raised an exception; the vector is in {@link Cpu.excVector}. */
@@ -87,6 +88,12 @@ const OP_SBB = 4;
 export interface CpuOptions {
   /** vCPU index (APIC ID). */
   index?: number;
+  /**
+   * The block compiler: `false` interprets only; an object sets when blocks
+   * are compiled (see {@link JitOptions}). Default: on, unless the
+   * environment variable TYPEVISOR_JIT says `off` or gives a threshold.
+   */
+  jit?: false | JitOptions;
   /** What to do on a triple fault: stop the machine with reason `shutdown` (default) or reset it. */
   onTripleFault?: "shutdown" | "reset";
 }
@@ -168,6 +175,8 @@ export class Cpu {
   readonly decoded = new DecodeCache(H_GENERIC);
   /** @internal block map of the fetch window's page (the cache's empty map until looked up) */
   curMap: Uint16Array = this.decoded.empty;
+  /** The block compiler (undefined when the CPU only interprets). */
+  readonly jit: BlockCompiler | undefined;
   /** LDTR selector/base/limit/attributes. */
   ldtrSel = 0;
   /** LDTR base. */
@@ -342,6 +351,11 @@ export class Cpu {
   ) {
     this.index = options.index ?? 0;
     this.onTripleFault = options.onTripleFault ?? "shutdown";
+    const jit = options.jit ?? jitFromEnvironment();
+    if (jit !== false) {
+      this.jit = new BlockCompiler(this, MAX_BLOCKS, jit);
+      this.decoded.listener = this.jit;
+    }
     this.mmu = new Mmu(memory);
     this.mmu.fetchWindow = this; // the MMU closes our fetch window when it drops its fetch cache
     this.mmu.mmioHook = () => {
@@ -1921,7 +1935,7 @@ export class Cpu {
    * caller's handler uses when an instruction throws.
    */
   runInner(n: number, budget: number): number {
-    return runBlocks(this, n, budget);
+    return this.jit !== undefined ? runCompiled(this, n, budget) : runBlocks(this, n, budget);
   }
 
   /**
@@ -2126,6 +2140,20 @@ export class Cpu {
   readTsc(): number {
     return Math.floor(this.host.now() + this.sliceCount * this.host.nsPerInstruction) + this.tscOffset;
   }
+}
+
+/**
+ * The block compiler's default configuration from the environment
+ * (TYPEVISOR_JIT=off, or a threshold such as TYPEVISOR_JIT=0 to compile
+ * every block at once; test suites run both ways). Browsers have no
+ * process: the compiler is on with its default threshold there.
+ */
+function jitFromEnvironment(): false | JitOptions {
+  const v = typeof process !== "undefined" ? process.env?.TYPEVISOR_JIT : undefined;
+  if (v === undefined || v === "") return {};
+  if (v === "off" || v === "false") return false;
+  const t = Number(v);
+  return Number.isFinite(t) && t >= 0 ? { threshold: t } : {};
 }
 
 // ---------------------------------------------------------------- one-byte opcode handlers

@@ -9,7 +9,7 @@ export const REC_STRIDE = 4;
 /** Records in the pool (a full pool flushes the whole cache, like a translation cache). */
 const MAX_RECORDS = 1 << 17;
 /** Highest block id (ids are stored in 16-bit page maps; 0 means "not decoded"). */
-const MAX_BLOCKS = 0xffff;
+export const MAX_BLOCKS = 0xffff;
 /** Pages with a block map at once (each map is 8 KiB). */
 const MAX_PAGES = 2048;
 /** Instructions per block at most. */
@@ -24,6 +24,16 @@ const STRIKE_LIMIT = 8;
  * is reused for code later) is cached again.
  */
 const STRIKE_DECAY = 4096;
+
+/** What the decode cache tells the block compiler, so compiled code lives exactly as long as its blocks. */
+export interface DecodeCacheListener {
+  /** Block `id` was (re)assigned to newly decoded code. */
+  assigned(id: number): void;
+  /** The blocks decoded from guest page `gpn` were dropped. */
+  droppedPage(gpn: number): void;
+  /** Every block was dropped. */
+  droppedAll(): void;
+}
 
 /**
  * Decoded blocks of one vCPU, keyed by guest-physical page and code-segment
@@ -60,6 +70,8 @@ export class DecodeCache {
   decodedBlocks = 0;
   /** Full flushes (statistics). */
   flushes = 0;
+  /** Told when block ids are assigned and when decoded code is dropped (the block compiler). */
+  listener: DecodeCacheListener | undefined;
 
   /** @param generic - the id of the generic record (decoder.ts), written as block 1 */
   constructor(private readonly generic: number) {
@@ -109,6 +121,7 @@ export class DecodeCache {
     this.bBytes[id] = bytes;
     map[offset] = id;
     this.decodedBlocks++;
+    this.listener?.assigned(id);
     return id;
   }
 
@@ -127,7 +140,10 @@ export class DecodeCache {
         had = true;
       }
     }
-    if (had) this.strike(gpn);
+    if (had) {
+      this.strike(gpn);
+      this.listener?.droppedPage(gpn);
+    }
     return had;
   }
 
@@ -152,6 +168,7 @@ export class DecodeCache {
     this.recTop = REC_STRIDE;
     this.blockTop = GENERIC_BLOCK + 1;
     this.flushes++;
+    this.listener?.droppedAll();
   }
 
   /** Pages with decoded blocks (statistics). */

@@ -3,6 +3,7 @@ import { attachPhysicalMemory } from "@typevisor/mmu-ept";
 import { ApicBus } from "./apic-bus.js";
 import { applyBootState, loadCpuState, saveCpuState } from "./cpu-state.js";
 import { Cpu } from "./cpu.js";
+import type { JitOptions } from "./jit.js";
 import { Simd } from "./sse.js";
 import { X87 } from "./x87.js";
 
@@ -28,6 +29,13 @@ export interface X86CpuOptions {
    * on a 386 without a coprocessor; CPUID reports none of them).
    */
   fpu?: "sse2" | "x87" | "none";
+  /**
+   * The block compiler (hot x86 blocks become JavaScript functions): `false`
+   * interprets only; `{ threshold }` sets how many times a block runs before
+   * it is compiled. Default: on (TYPEVISOR_JIT=off or =<threshold> in the
+   * environment changes the default).
+   */
+  jit?: false | JitOptions;
 }
 
 /** Snapshot adapter of one vCPU. */
@@ -90,7 +98,7 @@ export function x86Cpu(options: X86CpuOptions = {}): Plugin {
       const units: Snapshottable[] = [];
       const fpu = options.fpu ?? "sse2";
       for (let i = 0; i < count; i++) {
-        const cpu = new Cpu(memory, apics ? apics.hostFor(i, host) : host, { index: i, onTripleFault: options.onTripleFault });
+        const cpu = new Cpu(memory, apics ? apics.hostFor(i, host) : host, { index: i, onTripleFault: options.onTripleFault, jit: options.jit });
         apics?.attach(cpu);
         if (fpu !== "none") {
           const x87 = new X87(i);

@@ -3,7 +3,7 @@
 // same order of checks, through the same Cpu helpers (segment checks, TLB,
 // lazy flags), so the two agree instruction by instruction.
 import type { Cpu } from "./cpu.js";
-import { REC_STRIDE } from "./decode-cache.js";
+import { GENERIC_BLOCK, REC_STRIDE } from "./decode-cache.js";
 import * as D from "./decoder.js";
 
 /** Byte offset of each 8-bit register (AL CL DL BL AH CH DH BH) in the register file. */
@@ -348,15 +348,24 @@ function condition(cpu: Cpu, cc: number): boolean {
  * only a limited amount of code into one function, and a call per
  * instruction costs as much as the instruction. Each does what the
  * byte-by-byte interpreter does for the same bytes.
+ *
+ * With the block compiler, it also counts block starts, compiles hot
+ * blocks, and returns (with cpu.eip at the block) when it reaches a
+ * compiled block, unless `interpretFirst` asks it to run the first block
+ * itself (the compiled code could not run it).
  * @returns the instructions retired in the slice
  */
-export function runBlocks(cpu: Cpu, n: number, budget: number): number {
+export function runBlocks(cpu: Cpu, n: number, budget: number, interpretFirst = false): number {
   const dc = cpu.decoded;
   const rec = dc.rec;
   const bBytes = dc.bBytes;
   const bStart = dc.bStart;
   const bCount = dc.bCount;
   const regs = cpu.regs;
+  const jit = cpu.jit;
+  const states = jit !== undefined ? jit.states : undefined;
+  const hits = jit !== undefined ? jit.hits : undefined;
+  const threshold = jit !== undefined ? jit.threshold : 0;
   let eip = cpu.eip;
   if (cpu.attention !== 0) {
     // Single-stepping and interrupt shadows: exactly one instruction, through the interpreter.
@@ -384,6 +393,22 @@ export function runBlocks(cpu: Cpu, n: number, budget: number): number {
     // A block that branches back to its own start runs again without a lookup while the
     // window (same page map, same CS) stays open and nothing needs attention.
     for (;;) {
+      if (states !== undefined && b > GENERIC_BLOCK) {
+        // Compiled blocks run from runCompiled's loop: return to it (unless told to interpret this one).
+        if (interpretFirst) interpretFirst = false;
+        else {
+          let st = states[b];
+          if (st === 0 && ++hits![b] > threshold) {
+            jit!.compile(b, eip, cpu.curMap, cpu.winGpn);
+            st = states[b];
+          }
+          if (st === 1) {
+            cpu.eip = eip;
+            cpu.sliceCount = n;
+            return n;
+          }
+        }
+      }
       // k: instructions to run (a fused record is two).
       let k = bCount[b];
       if (k > ((budget - n) | 0)) k = (budget - n) | 0;
@@ -1040,5 +1065,44 @@ export function runBlocks(cpu: Cpu, n: number, budget: number): number {
       cpu.blockN = n;
     }
     cpu.eip = eip;
+  }
+}
+
+/**
+ * The run loop with the block compiler: calls the compiled region of the
+ * block at EIP when there is one and the slice budget holds the block, and
+ * lets runBlocks interpret (and count, and compile) everything else. Kept
+ * small so V8 optimizes it early and the call to the regions stays cheap.
+ * @returns the instructions retired in the slice
+ */
+export function runCompiled(cpu: Cpu, n: number, budget: number): number {
+  if (cpu.attention !== 0) return runBlocks(cpu, n, budget);
+  const jit = cpu.jit!;
+  const fns = jit.fns;
+  const states = jit.states;
+  const bCount = cpu.decoded.bCount;
+  const bBytes = cpu.decoded.bBytes;
+  for (;;) {
+    const eip = cpu.eip;
+    cpu.blockEip = eip;
+    cpu.blockN = n;
+    const d = (eip - cpu.winStart) | 0;
+    const winLen = cpu.winLen;
+    let b = 0;
+    if (d >= 0 && d <= winLen) {
+      b = cpu.curMap[(cpu.csBase + eip) & 0xfff];
+      if (b !== 0 && ((d + bBytes[b]) | 0) > ((winLen + 1) | 0)) b = 0;
+    }
+    if (b === 0) b = cpu.lookupBlock();
+    let interpret = true;
+    if (states[b] === 1 && bCount[b] <= ((budget - n) | 0)) {
+      const m = fns[b]!(eip, n, budget);
+      if (m >= 0) {
+        n = m;
+        interpret = false;
+      }
+    }
+    if (interpret) n = runBlocks(cpu, n, budget, true);
+    if (cpu.attention !== 0 || n >= budget) return n;
   }
 }

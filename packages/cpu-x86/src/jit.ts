@@ -1,0 +1,1223 @@
+// The block compiler: hot decoded blocks (decoder.ts records) become
+// JavaScript functions built with `new Function`, specialised on each
+// record's operands. It sits on top of the decoded-block interpreter
+// (record-ops.ts) and agrees with it instruction by instruction:
+//
+// - A compiled function covers a region: a hot block and the decoded blocks
+//   of the same guest-physical page reachable from it by direct branches.
+//   Inside it, control moves between blocks through a switch on the page
+//   offset of EIP, so loops that span blocks stay in one function; any
+//   target it does not hold (another page, an undecoded block) returns to
+//   the run loop.
+// - Guest registers and the lazy-flag state live in JavaScript locals while
+//   the function runs. They are written back when it returns, before the
+//   byte-by-byte interpreter runs an instruction the compiler does not
+//   know, and in a catch handler when an instruction faults, so an
+//   exception sees exactly the state the interpreter would have left.
+// - Faults: before anything that can fault the function notes the
+//   instruction's index in its block; the catch handler turns it into
+//   `sliceCount`, `blockEip`, `blockRec` and `blockN`, which is all
+//   Cpu.faultRestore needs to rebuild EIP from the block's records. ESP is
+//   written only after an instruction's last check, as in the interpreter.
+// - A block runs only when the slice budget holds all of it (otherwise the
+//   interpreter runs it and stops mid-block). `attention` can only be set
+//   by a slow path (MMIO, a write to a code page, the interpreter), so it
+//   is checked after those, and the function returns after that instruction.
+// - Compiled code belongs to block ids, so it is dropped exactly when the
+//   decoded blocks are (a write to the page, a full flush, an EPT change);
+//   the cache of functions is bounded in number and in source size.
+import type { Cpu } from "./cpu.js";
+import { GENERIC_BLOCK, REC_STRIDE, type DecodeCacheListener } from "./decode-cache.js";
+import * as D from "./decoder.js";
+
+/** Options of the block compiler (`x86Cpu({ jit })`, `new Cpu(..., { jit })`). */
+export interface JitOptions {
+  /**
+   * Times a block starts in the interpreter before it is compiled (default
+   * {@link DEFAULT_JIT_THRESHOLD}); 0 compiles every block the first time it runs.
+   */
+  threshold?: number;
+}
+
+/** Block starts before a block is compiled, unless configured. */
+export const DEFAULT_JIT_THRESHOLD = 1000;
+
+/** A compiled region: runs from EIP with `n` instructions retired in the slice; returns the new count, or -1 when it cannot run here. */
+export type RegionFn = (eip: number, n: number, budget: number) => number;
+
+/** Blocks per region at most. */
+const MAX_REGION_BLOCKS = 48;
+/** Instructions per region at most (keeps functions within what V8's optimizing compiler accepts). */
+const MAX_REGION_INSNS = 320;
+/** Generated characters of a region's blocks at most (V8 does not optimize functions above 60 KiB of bytecode). */
+const MAX_REGION_SOURCE = 40_000;
+/** Live regions at most; one more drops them all (like a translation-cache flush). */
+const MAX_REGIONS = 4096;
+/** Total generated source (characters) at most before everything compiled is dropped. */
+const MAX_SOURCE_CHARS = 24 << 20;
+
+/** Even-parity table (PF) for the generated code. */
+const PARITY = new Uint8Array(256);
+for (let i = 0; i < 256; i++) {
+  let b = i;
+  b ^= b >> 4;
+  b ^= b >> 2;
+  b ^= b >> 1;
+  PARITY[i] = (b & 1) === 0 ? 4 : 0;
+}
+
+/** CF of a lazy-flag state (mirrors Cpu.getCF). */
+export function cfOf(fl: number, lz: number, op: number, a: number, b: number, r: number, s: number, c: number): number {
+  if ((lz & 1) === 0) return fl & 1;
+  const m = s === 2 ? -1 : s === 1 ? 0xffff : 0xff;
+  switch (op) {
+    case 1:
+      return (r & m) >>> 0 < (a & m) >>> 0 ? 1 : 0;
+    case 2:
+      return (c !== 0 ? (r & m) >>> 0 <= (a & m) >>> 0 : (r & m) >>> 0 < (a & m) >>> 0) ? 1 : 0;
+    case 3:
+      return (a & m) >>> 0 < (b & m) >>> 0 ? 1 : 0;
+    case 4:
+      return (c !== 0 ? (a & m) >>> 0 <= (b & m) >>> 0 : (a & m) >>> 0 < (b & m) >>> 0) ? 1 : 0;
+    default:
+      return 0;
+  }
+}
+
+/** Condition `cc` of a lazy-flag state (mirrors Cpu.cond). */
+export function condOf(cc: number, fl: number, lz: number, op: number, a: number, b: number, r: number, s: number, c: number): boolean {
+  const sign = s === 2 ? -0x80000000 : s === 1 ? 0x8000 : 0x80;
+  const m = s === 2 ? -1 : s === 1 ? 0xffff : 0xff;
+  let t: boolean;
+  const zf = (lz & 0x40) !== 0 ? (r & m) === 0 : (fl & 0x40) !== 0;
+  const sf = (lz & 0x80) !== 0 ? (r & sign) !== 0 : (fl & 0x80) !== 0;
+  let of: boolean;
+  if ((lz & 0x800) === 0) of = (fl & 0x800) !== 0;
+  else if (op === 1 || op === 2) of = ((a ^ r) & (b ^ r) & sign) !== 0;
+  else if (op === 3 || op === 4) of = ((a ^ b) & (a ^ r) & sign) !== 0;
+  else of = false;
+  switch (cc >> 1) {
+    case 0:
+      t = of;
+      break;
+    case 1:
+      t = cfOf(fl, lz, op, a, b, r, s, c) !== 0;
+      break;
+    case 2:
+      t = zf;
+      break;
+    case 3:
+      t = zf || cfOf(fl, lz, op, a, b, r, s, c) !== 0;
+      break;
+    case 4:
+      t = sf;
+      break;
+    case 5:
+      t = (lz & 4) !== 0 ? PARITY[r & 0xff] !== 0 : (fl & 4) !== 0;
+      break;
+    case 6:
+      t = sf !== of;
+      break;
+    default:
+      t = zf || sf !== of;
+  }
+  return (cc & 1) === 0 ? t : !t;
+}
+
+/** What the compiler knows about the lazy-flag locals at a point of a block (-1: unknown). */
+interface FlagState {
+  op: number;
+  s: number;
+  lz: number;
+}
+
+const UNKNOWN: FlagState = { op: -1, s: -1, lz: -1 };
+const MASKS = ["255", "65535", "-1"];
+const SIGNS = ["128", "32768", "-2147483648"];
+const SHIFTS = [24, 16, 0];
+
+/** Which registers a region reads and writes, and which segments it addresses. */
+interface Usage {
+  regs: number;
+  written: number;
+  segs: number;
+}
+
+/**
+ * Generates the source of one region. Emits code for each record kind in
+ * the order of checks of record-ops.ts and the Cpu helpers it calls.
+ */
+class RegionGen {
+  private readonly out: string[] = [];
+  private t = 0;
+  /** The flag state the code emitted so far leaves (within the current block). */
+  private fs: FlagState = UNKNOWN;
+  readonly use: Usage = { regs: 0, written: 0, segs: 0 };
+  /** Whether the current instruction has a slow path after which `att` may be set. */
+  private slow = false;
+
+  constructor(
+    private readonly rec: Int32Array,
+    private readonly code32: boolean,
+  ) {}
+
+  /** A fresh name for a generated local. */
+  tmp(): string {
+    return `t${this.t++}`;
+  }
+
+  emit(s: string): void {
+    this.out.push(s);
+    this.size += s.length + 1;
+  }
+
+  source(): string {
+    return this.out.join("\n");
+  }
+
+  /** Characters emitted so far. */
+  size = 0;
+
+  /** A point to {@link RegionGen.rewind} to. */
+  mark(): number {
+    return this.out.length;
+  }
+
+  /** Drops what was emitted after `mark`. */
+  rewind(mark: number): void {
+    for (let i = mark; i < this.out.length; i++) this.size -= this.out[i].length + 1;
+    this.out.length = mark;
+  }
+
+  // ------------------------------------------------------------ registers
+
+  /** Expression: register `i` of size `s` (8-bit: AL..BH). */
+  reg(s: number, i: number): string {
+    if (s === 2) {
+      this.use.regs |= 1 << i;
+      return `r${i}`;
+    }
+    if (s === 1) {
+      this.use.regs |= 1 << i;
+      return `(r${i} & 65535)`;
+    }
+    if (i < 4) {
+      this.use.regs |= 1 << i;
+      return `(r${i} & 255)`;
+    }
+    this.use.regs |= 1 << (i - 4);
+    return `((r${i - 4} >> 8) & 255)`;
+  }
+
+  /** Statement: register `i` of size `s` = `v` (truncated as Cpu.setReg does). */
+  setReg(s: number, i: number, v: string): string {
+    if (s === 2) {
+      this.use.regs |= 1 << i;
+      this.use.written |= 1 << i;
+      return `r${i} = ${v};`;
+    }
+    if (s === 1) {
+      this.use.regs |= 1 << i;
+      this.use.written |= 1 << i;
+      return `r${i} = (r${i} & -65536) | ((${v}) & 65535);`;
+    }
+    if (i < 4) {
+      this.use.regs |= 1 << i;
+      this.use.written |= 1 << i;
+      return `r${i} = (r${i} & -256) | ((${v}) & 255);`;
+    }
+    const j = i - 4;
+    this.use.regs |= 1 << j;
+    this.use.written |= 1 << j;
+    return `r${j} = (r${j} & -65281) | (((${v}) & 255) << 8);`;
+  }
+
+  // ------------------------------------------------------------ memory
+
+  /** Expression: the offset of record `r`'s memory operand (decode-cache word 1 and 2). */
+  ea(r: number): string {
+    const w = this.rec[r + 1];
+    const base = w & 15;
+    const index = (w >> 4) & 15;
+    const disp = this.rec[r + 2];
+    if ((w & D.EA16) === 0) {
+      const parts: string[] = [];
+      if (base !== D.NO_REG) parts.push(this.reg(2, base));
+      if (index !== D.NO_REG) {
+        const sc = (w >> 8) & 3;
+        parts.push(sc === 0 ? this.reg(2, index) : `(${this.reg(2, index)} << ${sc})`);
+      }
+      if (parts.length === 0) return `${disp | 0}`;
+      if (disp !== 0) parts.push(`${disp}`);
+      return parts.length === 1 ? parts[0] : `((${parts.join(" + ")}) | 0)`;
+    }
+    const parts: string[] = [];
+    if (base !== D.NO_REG) parts.push(this.reg(1, base));
+    if (index !== D.NO_REG) parts.push(this.reg(1, index));
+    if (parts.length === 0) return `${disp & 0xffff}`;
+    parts.push(`${disp}`);
+    return `((${parts.join(" + ")}) & 65535)`;
+  }
+
+  /** Segment of record `r`'s memory operand. */
+  seg(r: number): number {
+    return (this.rec[r + 1] >> 12) & 7;
+  }
+
+  /** Emits `const la = linear address of seg:off` for an access of `len` bytes, with the segment checks. */
+  lin(seg: number, off: string, len: number, write: boolean): string {
+    this.use.segs |= 1 << seg;
+    const o = this.tmp();
+    const la = this.tmp();
+    this.emit(`const ${o} = ${off};`);
+    this.emit(`const ${la} = sf${seg} === 1 ? (sb${seg} + ${o}) | 0 : cpu.linSlow(${seg}, ${o}, ${len}, ${write});`);
+    return la;
+  }
+
+  /** Emits a read of size `s` at linear `la` into a new local; returns its name. */
+  read(s: number, la: string): string {
+    const v = this.tmp();
+    const vp = this.tmp();
+    const ti = this.tmp();
+    this.slow = true;
+    this.emit(`let ${v}; const ${vp} = ${la} >>> 12, ${ti} = ${vp} & 16383;`);
+    if (s === 2) this.emit(`if (tR[${ti}] === ${vp} && (${la} & 3) === 0) ${v} = M32[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 2]; else { ${v} = mmu.read32(${la}); att |= cpu.attention; }`);
+    else if (s === 1) this.emit(`if (tR[${ti}] === ${vp} && (${la} & 1) === 0) ${v} = M16[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 1]; else { ${v} = mmu.read16(${la}); att |= cpu.attention; }`);
+    else this.emit(`if (tR[${ti}] === ${vp}) ${v} = M8[${ti}][OFS[${ti}] + (${la} & 4095)]; else { ${v} = mmu.read8(${la}); att |= cpu.attention; }`);
+    return v;
+  }
+
+  /** Emits a write of size `s` of `v` at linear `la`. */
+  write(s: number, la: string, v: string): void {
+    const vp = this.tmp();
+    const ti = this.tmp();
+    this.slow = true;
+    this.emit(`{ const ${vp} = ${la} >>> 12, ${ti} = ${vp} & 16383;`);
+    if (s === 2) this.emit(`if (tW[${ti}] === ${vp} && (${la} & 3) === 0) M32[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 2] = ${v}; else { mmu.write32(${la}, ${v}); att |= cpu.attention; } }`);
+    else if (s === 1) this.emit(`if (tW[${ti}] === ${vp} && (${la} & 1) === 0) M16[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 1] = ${v}; else { mmu.write16(${la}, ${v}); att |= cpu.attention; } }`);
+    else this.emit(`if (tW[${ti}] === ${vp}) M8[${ti}][OFS[${ti}] + (${la} & 4095)] = ${v}; else { mmu.write8(${la}, ${v}); att |= cpu.attention; } }`);
+  }
+
+  /**
+   * Read-modify-write of size `s` at `la` (checked for writing): emits the
+   * read, calls `compute(value)` for the statements and the result
+   * expression, then the write. The slow path probes the write first, as
+   * Cpu.rmwLin does, so a fault leaves memory untouched.
+   */
+  rmw(s: number, la: string, compute: (x: string) => string): void {
+    const x = this.tmp();
+    const ix = this.tmp();
+    const vp = this.tmp();
+    const ti = this.tmp();
+    const n = 1 << s;
+    const arr = s === 2 ? "M32" : s === 1 ? "M16" : "M8";
+    const sh = s === 2 ? " >> 2" : s === 1 ? " >> 1" : "";
+    const al = s === 2 ? ` && (${la} & 3) === 0` : s === 1 ? ` && (${la} & 1) === 0` : "";
+    const rd = s === 2 ? "read32" : s === 1 ? "read16" : "read8";
+    const wr = s === 2 ? "write32" : s === 1 ? "write16" : "write8";
+    this.slow = true;
+    this.emit(`let ${x}, ${ix} = -1; const ${vp} = ${la} >>> 12, ${ti} = ${vp} & 16383;`);
+    this.emit(`if (tW[${ti}] === ${vp}${al}) { ${ix} = (OFS[${ti}] + (${la} & 4095))${sh}; ${x} = ${arr}[${ti}][${ix}]; } else { mmu.probeWrite(${la}, ${n}); ${x} = mmu.${rd}(${la}); }`);
+    const res = compute(x);
+    this.emit(`if (${ix} >= 0) ${arr}[${ti}][${ix}] = ${res}; else { mmu.${wr}(${la}, ${res}); att |= cpu.attention; }`);
+  }
+
+  // ------------------------------------------------------------ flags
+
+  /** Expression: CF (0 or 1) from the current flag state. */
+  cf(): string {
+    const f = this.fs;
+    if (f.lz < 0) return `cfOf(fl, lz, fO, fA, fB, fR, fS, fC)`;
+    if ((f.lz & 1) === 0) return `(fl & 1)`;
+    const m = MASKS[f.s];
+    const u = (v: string): string => (f.s === 2 ? `(${v} >>> 0)` : `((${v} & ${m}) >>> 0)`);
+    switch (f.op) {
+      case 1:
+        return `(${u("fR")} < ${u("fA")} ? 1 : 0)`;
+      case 2:
+        return `((fC !== 0 ? ${u("fR")} <= ${u("fA")} : ${u("fR")} < ${u("fA")}) ? 1 : 0)`;
+      case 3:
+        return `(${u("fA")} < ${u("fB")} ? 1 : 0)`;
+      case 4:
+        return `((fC !== 0 ? ${u("fA")} <= ${u("fB")} : ${u("fA")} < ${u("fB")}) ? 1 : 0)`;
+      default:
+        return "0";
+    }
+  }
+
+  /** Expression: condition `cc` (boolean) from the current flag state. */
+  cond(cc: number): string {
+    const f = this.fs;
+    if (f.lz < 0) return `condOf(${cc}, fl, lz, fO, fA, fB, fR, fS, fC)`;
+    const neg = (cc & 1) !== 0;
+    const m = MASKS[f.s];
+    const sign = SIGNS[f.s];
+    const sh = SHIFTS[f.s];
+    const shl = (v: string): string => (sh === 0 ? v : `(${v} << ${sh})`);
+    const zf = (f.lz & 0x40) !== 0 ? (f.s === 2 ? `(fR === 0)` : `((fR & ${m}) === 0)`) : `((fl & 64) !== 0)`;
+    const sf = (f.lz & 0x80) !== 0 ? `(${shl("fR")} < 0)` : `((fl & 128) !== 0)`;
+    let of: string;
+    if ((f.lz & 0x800) === 0) of = `((fl & 2048) !== 0)`;
+    else if (f.op === 1 || f.op === 2) of = `(((fA ^ fR) & (fB ^ fR) & ${sign}) !== 0)`;
+    else if (f.op === 3 || f.op === 4) of = `(((fA ^ fB) & (fA ^ fR) & ${sign}) !== 0)`;
+    else of = "false";
+    const cf = `(${this.cf()} !== 0)`;
+    // A full SUB/CMP state: the orders come straight from the operands (as record-ops.ts condition()).
+    const sub = f.op === 3 && (f.lz & 0x8c1) === 0x8c1;
+    const logic = f.op === 0 && (f.lz & 0x8c1) === 0x8c1;
+    let t: string;
+    switch (cc >> 1) {
+      case 0:
+        t = of;
+        break;
+      case 1:
+        t = sub ? `(${shl("fA")} >>> 0 < ${shl("fB")} >>> 0)` : logic ? "false" : cf;
+        break;
+      case 2:
+        t = zf;
+        break;
+      case 3:
+        t = sub ? `(${shl("fA")} >>> 0 <= ${shl("fB")} >>> 0)` : logic ? zf : `(${cf} || ${zf})`;
+        break;
+      case 4:
+        t = sf;
+        break;
+      case 5:
+        t = (f.lz & 4) !== 0 ? `(PAR[fR & 255] !== 0)` : `((fl & 4) !== 0)`;
+        break;
+      case 6:
+        t = sub ? `(${shl("fA")} < ${shl("fB")})` : logic ? sf : `(${sf} !== ${of})`;
+        break;
+      default:
+        t = sub ? `(${shl("fA")} <= ${shl("fB")})` : logic ? `(${shl("fR")} <= 0)` : `(${zf} || ${sf} !== ${of})`;
+    }
+    return neg ? `!${t}` : t;
+  }
+
+  /** Emits ALU op `aop` (ADD OR ADC SBB AND SUB XOR CMP) on expressions `a`, `b` of size `s`; returns the result's local (as Cpu.alu). */
+  alu(aop: number, a: string, b: string, s: number): string {
+    const x = this.tmp();
+    const y = this.tmp();
+    const r = this.tmp();
+    this.emit(`const ${x} = ${a}, ${y} = ${b};`);
+    let op: number;
+    switch (aop) {
+      case 0:
+        this.emit(`const ${r} = (${x} + ${y}) | 0;`);
+        op = 1;
+        break;
+      case 1:
+        this.emit(`const ${r} = ${x} | ${y};`);
+        op = 0;
+        break;
+      case 2: {
+        const c = this.tmp();
+        this.emit(`const ${c} = ${this.cf()}; const ${r} = (${x} + ${y} + ${c}) | 0; fC = ${c};`);
+        op = 2;
+        break;
+      }
+      case 3: {
+        const c = this.tmp();
+        this.emit(`const ${c} = ${this.cf()}; const ${r} = (${x} - ${y} - ${c}) | 0; fC = ${c};`);
+        op = 4;
+        break;
+      }
+      case 4:
+        this.emit(`const ${r} = ${x} & ${y};`);
+        op = 0;
+        break;
+      case 6:
+        this.emit(`const ${r} = ${x} ^ ${y};`);
+        op = 0;
+        break;
+      default:
+        this.emit(`const ${r} = (${x} - ${y}) | 0;`);
+        op = 3;
+    }
+    this.emit(`fO = ${op}; fA = ${x}; fB = ${y}; fR = ${r}; fS = ${s}; lz = 2261;`);
+    this.fs = { op, s, lz: 0x8d5 };
+    return r;
+  }
+
+  /** Flags of a logical result (Cpu.logic). */
+  logic(r: string, s: number): void {
+    this.emit(`fO = 0; fA = 0; fB = 0; fR = ${r}; fS = ${s}; lz = 2261;`);
+    this.fs = { op: 0, s, lz: 0x8d5 };
+  }
+
+  /** INC/DEC of the value `x` of size `s`: keeps CF (Cpu.keepCF), returns the result's local. */
+  incDec(x: string, s: number, dec: boolean): string {
+    const f = this.fs;
+    if (f.lz < 0) this.emit(`if ((lz & 1) !== 0) fl = (fl & -2) | cfOf(fl, lz, fO, fA, fB, fR, fS, fC);`);
+    else if ((f.lz & 1) !== 0) this.emit(`fl = (fl & -2) | ${this.cf()};`);
+    const a = this.tmp();
+    const r = this.tmp();
+    this.emit(`const ${a} = ${x}; const ${r} = (${a} ${dec ? "-" : "+"} 1) | 0;`);
+    this.emit(`fO = ${dec ? 3 : 1}; fA = ${a}; fB = 1; fR = ${r}; fS = ${s}; lz = 2260;`);
+    this.fs = { op: dec ? 3 : 1, s, lz: 0x8d4 };
+    return r;
+  }
+
+  /** Cpu.resultFlags: SF/ZF/PF lazy from `r`, CF/OF/AF from the expression `direct`. */
+  resultFlags(r: string, s: number, direct: string): void {
+    this.emit(`fl = (fl & -2262) | ${direct}; fO = 0; fR = ${r}; fS = ${s}; lz = 196;`);
+    this.fs = { op: 0, s, lz: 0xc4 };
+  }
+
+  /** Writes the flag locals to the CPU (before a helper that reads or changes them). */
+  flagsOut(): string {
+    return "cpu.flags = fl; cpu.lazy = lz; cpu.fOp = fO; cpu.fA = fA; cpu.fB = fB; cpu.fR = fR; cpu.fS = fS; cpu.fC = fC;";
+  }
+
+  /** Reads the flag locals back from the CPU. */
+  flagsIn(): string {
+    return "fl = cpu.flags; lz = cpu.lazy; fO = cpu.fOp; fA = cpu.fA; fB = cpu.fB; fR = cpu.fR; fS = cpu.fS; fC = cpu.fC;";
+  }
+
+  // ------------------------------------------------------------ instructions
+
+  /** Shift/rotate `sub & 7` of the value `v` (size `s`) by `count` (an expression already masked to 0..31); returns the result's local. */
+  shift(op: number, v: string, count: string, s: number, constCount: number): string {
+    const bits = 8 << s;
+    const m = MASKS[s];
+    const r = this.tmp();
+    const x = this.tmp();
+    const c = this.tmp();
+    this.emit(`const ${x} = ${s === 2 ? v : `(${v}) & ${m}`}; const ${c} = ${count}; let ${r} = ${x};`);
+    const body: string[] = [];
+    if (op === 4 || op === 6) {
+      body.push(`let cf;`);
+      if (s === 2) body.push(`${r} = ${x} << ${c}; cf = (${x} >>> (32 - ${c})) & 1;`);
+      else body.push(`if (${c} < ${bits}) { ${r} = (${x} << ${c}) & ${m}; cf = (${x} >>> (${bits} - ${c})) & 1; } else { ${r} = 0; cf = ${c} === ${bits} ? ${x} & 1 : 0; }`);
+      body.push(`const of = ((${r} >>> ${bits - 1}) & 1) ^ cf;`);
+      body.push(`fl = (fl & -2262) | cf | (of << 11); fO = 0; fR = ${r}; fS = ${s}; lz = 196;`);
+    } else if (op === 5) {
+      body.push(`let cf;`);
+      if (s === 2) body.push(`${r} = ${x} >>> ${c}; cf = (${x} >>> (${c} - 1)) & 1;`);
+      else body.push(`if (${c} < ${bits}) { ${r} = ${x} >>> ${c}; cf = (${x} >>> (${c} - 1)) & 1; } else { ${r} = 0; cf = ${c} === ${bits} ? (${x} >>> ${bits - 1}) & 1 : 0; }`);
+      body.push(`const of = ${c} === 1 ? (${x} >>> ${bits - 1}) & 1 : 0;`);
+      // The 32-bit SHR result is stored as int32 (as Cpu.shift's `& m` with m = -1 does).
+      body.push(`${s === 2 ? `${r} = ${r} | 0; ` : ""}fl = (fl & -2262) | cf | (of << 11); fO = 0; fR = ${r}; fS = ${s}; lz = 196;`);
+    } else if (op === 7) {
+      body.push(`const sv = ${s === 2 ? x : `(${x} << ${32 - bits}) >> ${32 - bits}`};`);
+      body.push(`const k = ${c} < ${bits} ? ${c} : ${bits - 1};`);
+      body.push(`${r} = (sv >> k) & ${m};`);
+      body.push(`const cf = ${c} < ${bits} ? (sv >> (${c} - 1)) & 1 : sv < 0 ? 1 : 0;`);
+      body.push(`fl = (fl & -2262) | cf; fO = 0; fR = ${r}; fS = ${s}; lz = 196;`);
+    } else if (op === 0 || op === 1) {
+      // ROL/ROR: CF and OF replace the materialized flags (Cpu.setArith), the others stay as they are.
+      body.push(`const k = ${c} & ${bits - 1};`);
+      if (op === 0) body.push(`${r} = k === 0 ? ${x} : ((${x} << k) | (${x} >>> (${bits} - k))) & ${m};`);
+      else body.push(`${r} = k === 0 ? ${x} : ((${x} >>> k) | (${x} << (${bits} - k))) & ${m};`);
+      if (op === 0) body.push(`const cf = ${r} & 1; const of = ((${r} >>> ${bits - 1}) & 1) ^ cf;`);
+      else body.push(`const cf = (${r} >>> ${bits - 1}) & 1; const of = cf ^ ((${r} >>> ${bits - 2}) & 1);`);
+      body.push(`if (lz !== 0) fl = flagsOf(fl, lz, fO, fA, fB, fR, fS, fC);`);
+      body.push(`fl = (fl & -2050) | cf | (of << 11); lz = 0;`);
+    } else {
+      // RCL/RCR: the interpreter's own code, with the flag locals synchronised around it.
+      body.push(this.flagsOut());
+      body.push(`${r} = cpu.shift(${op}, ${x}, ${c}, ${s});`);
+      body.push(this.flagsIn());
+    }
+    if (constCount >= 0) {
+      if (constCount === 0) return x; // no operation: the value and the flags stay
+      this.emit(`{ ${body.join(" ")} }`);
+    } else this.emit(`if (${c} !== 0) { ${body.join(" ")} }`);
+    if (constCount < 0 || op === 2 || op === 3) this.fs = UNKNOWN; // a count of 0 leaves the previous state
+    else if (op === 0 || op === 1) this.fs = { op: -1, s: 2, lz: 0 };
+    else this.fs = { op: 0, s, lz: 0xc4 };
+    return r;
+  }
+
+  /** The static part of the flag state after a block's code so far (for tests and diagnostics). */
+  get flagState(): FlagState {
+    return this.fs;
+  }
+
+  resetFlags(): void {
+    this.fs = UNKNOWN;
+  }
+
+  /** Whether the current instruction has a slow path so far. */
+  peekSlow(): boolean {
+    return this.slow;
+  }
+
+  /** Clears the slow-path marker and returns whether it was set. */
+  takeSlow(): boolean {
+    const s = this.slow;
+    this.slow = false;
+    return s;
+  }
+}
+
+/** The compiled code of one page. */
+interface PageCode {
+  ids: number[];
+  regions: number;
+  chars: number;
+}
+
+/** Result of compiling one region. */
+interface Compiled {
+  fn: RegionFn;
+  blocks: number[];
+  chars: number;
+}
+
+/**
+ * The block compiler of one vCPU: use counts per decoded block, the table
+ * of compiled functions by block id, and the code generator.
+ */
+export class BlockCompiler implements DecodeCacheListener {
+  /** Compiled function per block id (undefined: not compiled yet). */
+  readonly fns: (RegionFn | undefined)[];
+  /** Starts of each block in the interpreter since it was decoded. */
+  readonly hits: Uint16Array;
+  /** Per block id: 0 not compiled, 1 compiled ({@link BlockCompiler.fns} holds its function), 2 not compilable. */
+  readonly states: Uint8Array;
+  /** Block starts before compiling. */
+  readonly threshold: number;
+  /** Regions compiled (statistics). */
+  compiled = 0;
+  /** Regions dropped with their page or by a flush (statistics). */
+  dropped = 0;
+  /** Full drops of the compiled-code cache because it hit its bounds (statistics). */
+  evictions = 0;
+  /** Compilations that failed (the generated code did not build: a bug; the block stays interpreted). */
+  failures = 0;
+  /** Called with the source of each generated function (diagnostics: dumping what the compiler makes of a guest). */
+  onCompile: ((source: string) => void) | undefined;
+  /** Why the last compilation failed (diagnostics). */
+  lastFailure: unknown;
+  private liveRegions = 0;
+  private liveChars = 0;
+  /** Compiled code per page key (gpn * 2 + code32): the block ids holding it, so a page's code can be dropped. */
+  private readonly byPage = new Map<number, PageCode>();
+
+  constructor(
+    private readonly cpu: Cpu,
+    maxBlocks: number,
+    options: JitOptions,
+  ) {
+    this.fns = new Array<RegionFn | undefined>(maxBlocks + 1).fill(undefined);
+    this.hits = new Uint16Array(maxBlocks + 1);
+    this.states = new Uint8Array(maxBlocks + 1);
+    this.threshold = Math.max(0, Math.min(0xfffe, Math.floor(options.threshold ?? DEFAULT_JIT_THRESHOLD)));
+  }
+
+  /** Regions alive now (statistics). */
+  get regions(): number {
+    return this.liveRegions;
+  }
+
+  /** Generated source alive now, in characters (statistics). */
+  get sourceChars(): number {
+    return this.liveChars;
+  }
+
+  /** Drops the compiled code of page `gpn` (its blocks were dropped). */
+  droppedPage(gpn: number): void {
+    for (let k = 0; k < 2; k++) {
+      const key = gpn * 2 + k;
+      const pc = this.byPage.get(key);
+      if (pc === undefined) continue;
+      for (const id of pc.ids) {
+        this.fns[id] = undefined;
+        this.states[id] = 0;
+      }
+      this.byPage.delete(key);
+      this.liveRegions -= pc.regions;
+      this.liveChars -= pc.chars;
+      this.dropped += pc.regions;
+    }
+  }
+
+  /** Drops every compiled function (the decoded blocks were flushed, or the cache is full). */
+  droppedAll(): void {
+    for (const pc of this.byPage.values())
+      for (const id of pc.ids) {
+        this.fns[id] = undefined;
+        this.states[id] = 0;
+      }
+    this.byPage.clear();
+    this.dropped += this.liveRegions;
+    this.liveRegions = 0;
+    this.liveChars = 0;
+  }
+
+  /** A block id was (re)assigned by the decode cache: it starts cold. */
+  assigned(id: number): void {
+    this.hits[id] = 0;
+    this.fns[id] = undefined;
+    this.states[id] = 0;
+  }
+
+  /**
+   * Compiles the region entered at block `b` (at EIP `eip`, in the page map
+   * `map` of guest page `gpn`) and enters it in the table.
+   */
+  compile(b: number, eip: number, map: Uint16Array, gpn: number): void {
+    const cpu = this.cpu;
+    if (this.liveRegions >= MAX_REGIONS || this.liveChars >= MAX_SOURCE_CHARS) {
+      this.droppedAll();
+      this.evictions++;
+    }
+    const off = (cpu.csBase + eip) & 0xfff;
+    let res: Compiled | undefined;
+    try {
+      res = this.build(b, off, map, cpu.code32, gpn);
+    } catch (e) {
+      this.failures++;
+      this.lastFailure = e;
+      res = undefined;
+    }
+    const key = gpn * 2 + (cpu.code32 ? 1 : 0);
+    let pc = this.byPage.get(key);
+    if (pc === undefined) {
+      pc = { ids: [], regions: 0, chars: 0 };
+      this.byPage.set(key, pc);
+    }
+    if (res === undefined) {
+      this.states[b] = 2;
+      pc.ids.push(b);
+      return;
+    }
+    this.compiled++;
+    this.liveRegions++;
+    this.liveChars += res.chars;
+    pc.regions++;
+    pc.chars += res.chars;
+    for (const id of res.blocks) {
+      if (id === b || this.states[id] === 0) {
+        this.fns[id] = res.fn;
+        this.states[id] = 1;
+        pc.ids.push(id);
+      }
+    }
+  }
+
+  /** Chooses the region's blocks and generates its function. */
+  private build(b: number, off0: number, map: Uint16Array, code32: boolean, gpn: number): Compiled | undefined {
+    // The function's name says where its code comes from (profiles show it).
+    const gpnHex = gpn.toString(16);
+    const dc = this.cpu.decoded;
+    const rec = dc.rec;
+    // The region: block b, then blocks reachable by direct branches and fall-through, breadth first.
+    const offs: number[] = [off0];
+    const ids: number[] = [b];
+    const seen = new Set<number>([off0]);
+    let insns = dc.bCount[b];
+    for (let q = 0; q < offs.length; q++) {
+      const succ = successors(rec, dc.bStart[ids[q]], dc.bCount[ids[q]], offs[q], dc.bBytes[ids[q]]);
+      for (const so of succ) {
+        if (so < 0 || so > 0xfff || seen.has(so)) continue;
+        seen.add(so);
+        const id = map[so];
+        if (id <= GENERIC_BLOCK) continue;
+        if (offs.length >= MAX_REGION_BLOCKS || insns + dc.bCount[id] > MAX_REGION_INSNS) continue;
+        offs.push(so);
+        ids.push(id);
+        insns += dc.bCount[id];
+      }
+    }
+    const g = new RegionGen(rec, code32);
+    const mask = code32 ? "-1" : "65535";
+    let included = 0;
+    for (let q = 0; q < ids.length; q++) {
+      const id = ids[q];
+      // A block whose first record is the generic one gains nothing from compiling (it is also what an uncached page uses).
+      if (q === 0 && (rec[dc.bStart[id]] & 0xff) === D.H_GENERIC) return undefined;
+      const mark = g.mark();
+      g.emit(`case ${offs[q]}: {`);
+      g.emit(`if (((budget - n) | 0) < ${dc.bCount[id]}) break L;`);
+      g.emit(`bR = ${dc.bStart[id]};`);
+      g.resetFlags();
+      compileBlock(g, rec, dc.bStart[id], dc.bCount[id], dc.bBytes[id], offs[q], mask);
+      g.emit(`}`);
+      // V8 optimizes functions only up to a bytecode size (about 0.8 byte per character here): stop before it.
+      if (q > 0 && g.size > MAX_REGION_SOURCE) {
+        g.rewind(mark);
+        break;
+      }
+      included++;
+    }
+    ids.length = included;
+    const body = g.source();
+    const u = g.use;
+    const regList = [0, 1, 2, 3, 4, 5, 6, 7].filter((i) => (u.regs >> i) & 1);
+    const wrList = regList.filter((i) => (u.written >> i) & 1);
+    const segList = [0, 1, 2, 3, 4, 5].filter((i) => (u.segs >> i) & 1);
+    const load = regList.map((i) => `let r${i} = regs[${i}];`).join(" ");
+    const store = wrList.map((i) => `regs[${i}] = r${i};`).join(" ");
+    const reload = regList.map((i) => `r${i} = regs[${i}];`).join(" ");
+    const segLoad = segList.map((i) => `sf${i} = cpu.segFast[${i}]; sb${i} = cpu.segBase[${i}];`).join(" ");
+    const segDecl = segList.map((i) => `let sf${i} = 0, sb${i} = 0;`).join(" ");
+    const flagsOut = g.flagsOut();
+    const flagsIn = g.flagsIn();
+    const src = `
+"use strict";
+return function region_${gpnHex}_${off0.toString(16)}(eip, n, budget) {
+  const o0 = (cpu.csBase + eip) & 4095;
+  const pb = (eip - o0) | 0;
+  // The whole page must lie inside the CS limit and the EIP range: then every block in it fits and in-page targets need no limit check.
+  if ((pb >>> 0) > (eip >>> 0) || (pb >>> 0) + 4095 > cpu.csLimit || (pb >>> 0) + 4095 > (cpu.ipMask >>> 0)) return -1;
+  const csLim = cpu.csLimit;
+  ${load}
+  let fl = cpu.flags, lz = cpu.lazy, fO = cpu.fOp, fA = cpu.fA, fB = cpu.fB, fR = cpu.fR, fS = cpu.fS, fC = cpu.fC;
+  let tR = mmu.tagR, tW = mmu.tagW, s32 = cpu.stack32;
+  ${segDecl} ${segLoad}
+  let live = 1, sc = 0, bR = 0, att = 0, o = o0;
+  try {
+    L: for (;;) {
+      switch (o) {
+${body}
+      }
+      break;
+    }
+  } catch (e) {
+    if (live === 1) { ${store} ${flagsOut} }
+    cpu.sliceCount = (n + sc) | 0; cpu.blockEip = eip; cpu.blockRec = bR; cpu.blockN = n;
+    throw e;
+  }
+  ${store} ${flagsOut}
+  cpu.eip = eip; cpu.sliceCount = n;
+  return n;
+};`.replace(/\/\*SPILL\*\//g, `${store} ${flagsOut}`).replace(/\/\*FILL\*\//g, `${reload} ${flagsIn} tR = mmu.tagR; tW = mmu.tagW; s32 = cpu.stack32; ${segLoad}`);
+    this.onCompile?.(src);
+    const factory = new Function("cpu", "mmu", "regs", "M8", "M16", "M32", "OFS", "PAR", "cfOf", "condOf", "flagsOf", "MAP", src) as (...a: unknown[]) => RegionFn;
+    const cpu = this.cpu;
+    const mmu = cpu.mmu;
+    const fn = factory(cpu, mmu, cpu.regs, mmu.mem, mmu.mem16, mmu.mem32, mmu.off, PARITY, cfOf, condOf, flagsOf, map);
+    return { fn, blocks: ids, chars: src.length };
+  }
+}
+
+/** Full EFLAGS arithmetic bits of a lazy state (mirrors Cpu.getFlags). */
+export function flagsOf(fl: number, lz: number, op: number, a: number, b: number, r: number, s: number, c: number): number {
+  if (lz === 0) return fl;
+  let f = fl & ~lz;
+  const m = s === 2 ? -1 : s === 1 ? 0xffff : 0xff;
+  const sign = s === 2 ? -0x80000000 : s === 1 ? 0x8000 : 0x80;
+  if (lz & 1) f |= cfOf(fl, lz, op, a, b, r, s, c);
+  if (lz & 4 && PARITY[r & 0xff] !== 0) f |= 4;
+  if (lz & 0x10 && op !== 0 && ((a ^ b ^ r) & 0x10) !== 0) f |= 0x10;
+  if (lz & 0x40 && (r & m) === 0) f |= 0x40;
+  if (lz & 0x80 && (r & sign) !== 0) f |= 0x80;
+  if (lz & 0x800) {
+    let of = false;
+    if (op === 1 || op === 2) of = ((a ^ r) & (b ^ r) & sign) !== 0;
+    else if (op === 3 || op === 4) of = ((a ^ b) & (a ^ r) & sign) !== 0;
+    if (of) f |= 0x800;
+  }
+  return f;
+}
+
+/** Page offsets a block may continue at: taken branches, the fall-through, and a call's return address. */
+function successors(rec: Int32Array, start: number, count: number, off: number, bytes: number): number[] {
+  const out: number[] = [];
+  let r = start;
+  let pos = off;
+  let last = 0;
+  for (let k = 0; k < count; ) {
+    const w = rec[r];
+    const id = w & 0xff;
+    const len = (w >> 8) & 15;
+    const fused = D.isFused(w);
+    k += fused ? 2 : 1;
+    const next = pos + len;
+    if (id === D.H_JCC || id === D.H_JMP || id === D.H_CALL || fused) out.push(next + rec[r + 2]);
+    last = id;
+    pos = next;
+    r += REC_STRIDE;
+  }
+  if (last !== D.H_JMP && last !== D.H_RET && last !== D.H_JMP_R && last !== D.H_JMP_M) out.push(off + bytes);
+  return out;
+}
+
+/** Emits a block's records (`count` instructions from record word `start`, `bytes` long at page offset `off`). */
+function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: number, bytes: number, off: number, mask: string): void {
+  let r = start;
+  let i = 0; // instructions before this record in the block
+  let pos = 0; // byte offset of this record in the block
+  while (i < count) {
+    const w = rec[r];
+    const id = w & 0xff;
+    const len = (w >> 8) & 15;
+    const s = (w >> 12) & 3;
+    const sub = (w >> 16) & 15;
+    const a = (w >> 20) & 15;
+    const b = (w >> 24) & 15;
+    const fused = D.isFused(w);
+    const next = pos + len; // offset of the next instruction in the block
+    const nextExpr = `((eip + ${next}) & ${mask})`;
+    const last = i + (fused ? 2 : 1) >= count;
+    g.takeSlow();
+    /** Leaves the block for target `t` (an expression evaluated once) after `k` instructions; checks the CS limit for targets outside the page. */
+    const transfer = (t: string, k: number, sizeBits: number, afterCheck = ""): void => {
+      const tt = `tt${i}`;
+      g.emit(`{ let ${tt} = ${t};${sizeBits !== 2 ? ` ${tt} &= 65535;` : ""}`);
+      g.emit(`if (((${tt} - pb) >>> 0) > 4095 && (${tt} >>> 0) > csLim) { sc = ${k - 1}; cpu.raiseGp(0); }`);
+      const att = g.peekSlow() ? "if (att !== 0) break L; " : "";
+      g.emit(`${afterCheck} n = (n + ${k}) | 0; eip = ${tt}; ${att}o = (${tt} - pb) | 0; if ((o >>> 0) <= 4095) continue L; break L; }`);
+    };
+    switch (id) {
+      case D.H_GENERIC: {
+        // The interpreter runs this one instruction on the CPU's own state.
+        g.emit(`/*SPILL*/ live = 0; sc = ${i}; cpu.eip = (eip + ${pos}) & ${mask}; cpu.sliceCount = (n + ${i}) | 0;`);
+        g.emit(`cpu.step(); /*FILL*/ live = 1;`);
+        g.emit(`n = (n + ${i + 1}) | 0; eip = cpu.eip;`);
+        g.emit(`if (cpu.attention !== 0 || cpu.winLen < 0 || cpu.curMap !== MAP) break L;`);
+        g.emit(`o = (eip - pb) | 0; if ((o >>> 0) <= 4095) continue L; break L;`);
+        g.resetFlags();
+        return;
+      }
+      case D.H_ALU_RR32:
+      case D.H_ALU_RR:
+      case D.H_ADD_RR32:
+      case D.H_OR_RR32:
+      case D.H_AND_RR32:
+      case D.H_SUB_RR32:
+      case D.H_XOR_RR32:
+      case D.H_CMP_RR32: {
+        const aop = id === D.H_ALU_RR32 || id === D.H_ALU_RR ? sub : [0, 1, 4, 5, 6, 7][id - D.H_ADD_RR32];
+        const res = g.alu(aop, g.reg(s, a), g.reg(s, b), s);
+        if (aop !== 7) g.emit(g.setReg(s, a, res));
+        break;
+      }
+      case D.H_ALU_RI32:
+      case D.H_ALU_RI:
+      case D.H_ADD_RI32:
+      case D.H_OR_RI32:
+      case D.H_AND_RI32:
+      case D.H_SUB_RI32:
+      case D.H_XOR_RI32:
+      case D.H_CMP_RI32: {
+        const aop = id === D.H_ALU_RI32 || id === D.H_ALU_RI ? sub : [0, 1, 4, 5, 6, 7][id - D.H_ADD_RI32];
+        const res = g.alu(aop, g.reg(s, a), `${rec[r + 3]}`, s);
+        if (aop !== 7) g.emit(g.setReg(s, a, res));
+        break;
+      }
+      case D.H_ALU_MR32:
+      case D.H_ALU_MR:
+      case D.H_ALU_MI32:
+      case D.H_ALU_MI: {
+        g.emit(`sc = ${i};`);
+        const la = g.lin(g.seg(r), g.ea(r), 1 << s, true);
+        const y = id === D.H_ALU_MR32 || id === D.H_ALU_MR ? g.reg(s, a) : `${rec[r + 3]}`;
+        g.rmw(s, la, (x) => g.alu(sub, x, y, s));
+        break;
+      }
+      case D.H_ALU_RM32:
+      case D.H_ALU_RM: {
+        g.emit(`sc = ${i};`);
+        const la = g.lin(g.seg(r), g.ea(r), 1 << s, false);
+        const v = g.read(s, la);
+        const res = g.alu(sub, g.reg(s, a), v, s);
+        if (sub !== 7) g.emit(g.setReg(s, a, res));
+        break;
+      }
+      case D.H_CMP_MR:
+      case D.H_CMP_MI: {
+        g.emit(`sc = ${i};`);
+        const la = g.lin(g.seg(r), g.ea(r), 1 << s, false);
+        const v = g.read(s, la);
+        g.alu(7, v, id === D.H_CMP_MR ? g.reg(s, a) : `${rec[r + 3]}`, s);
+        break;
+      }
+      case D.H_TEST_RR:
+      case D.H_TEST_RR32: {
+        const t = `t_${i}`;
+        g.emit(`const ${t} = ${g.reg(s, b)} & ${g.reg(s, a)};`);
+        g.logic(t, s);
+        break;
+      }
+      case D.H_TEST_RI: {
+        const t = `t_${i}`;
+        g.emit(`const ${t} = ${g.reg(s, a)} & ${rec[r + 3]};`);
+        g.logic(t, s);
+        break;
+      }
+      case D.H_TEST_MR:
+      case D.H_TEST_MI: {
+        g.emit(`sc = ${i};`);
+        const la = g.lin(g.seg(r), g.ea(r), 1 << s, false);
+        const v = g.read(s, la);
+        const t = `t_${i}`;
+        g.emit(`const ${t} = ${v} & ${id === D.H_TEST_MR ? g.reg(s, a) : `${rec[r + 3]}`};`);
+        g.logic(t, s);
+        break;
+      }
+      case D.H_INC_R:
+      case D.H_DEC_R: {
+        const res = g.incDec(g.reg(s, a), s, id === D.H_DEC_R);
+        g.emit(g.setReg(s, a, res));
+        break;
+      }
+      case D.H_INC_M:
+      case D.H_DEC_M: {
+        g.emit(`sc = ${i};`);
+        const la = g.lin(g.seg(r), g.ea(r), 1 << s, true);
+        g.rmw(s, la, (x) => g.incDec(x, s, id === D.H_DEC_M));
+        break;
+      }
+      case D.H_PUSH_R:
+      case D.H_PUSH_I:
+      case D.H_PUSH_M: {
+        g.emit(`sc = ${i};`);
+        let v: string;
+        if (id === D.H_PUSH_R) v = g.reg(s, a);
+        else if (id === D.H_PUSH_I) v = `${rec[r + 3]}`;
+        else v = g.read(s, g.lin(g.seg(r), g.ea(r), 1 << s, false));
+        const pv = `pv${i}`;
+        g.emit(`const ${pv} = ${v};`);
+        push(g, s, pv);
+        break;
+      }
+      case D.H_POP_R: {
+        g.emit(`sc = ${i};`);
+        const n = s === 2 ? 4 : 2;
+        g.use.regs |= 1 << 4;
+        g.use.written |= 1 << 4;
+        g.use.segs |= 1 << 2;
+        const sp = `sp${i}`;
+        const la = `pla${i}`;
+        g.emit(`const ${sp} = s32 ? r4 : r4 & 65535; const ${la} = sf2 === 1 ? (sb2 + ${sp}) | 0 : cpu.linSlow(2, ${sp}, ${n}, false);`);
+        const v = g.read(s, la);
+        g.emit(`r4 = s32 ? (r4 + ${n}) | 0 : (r4 & -65536) | ((r4 + ${n}) & 65535);`);
+        g.emit(g.setReg(s, a, v));
+        break;
+      }
+      case D.H_MOV_RR:
+        g.emit(g.setReg(s, a, g.reg(s, b)));
+        break;
+      case D.H_MOV_RI:
+        g.emit(g.setReg(s, a, `${rec[r + 3]}`));
+        break;
+      case D.H_MOV_RM: {
+        g.emit(`sc = ${i};`);
+        const v = g.read(s, g.lin(g.seg(r), g.ea(r), 1 << s, false));
+        g.emit(g.setReg(s, a, v));
+        break;
+      }
+      case D.H_MOV_MR:
+      case D.H_MOV_MI: {
+        g.emit(`sc = ${i};`);
+        const la = g.lin(g.seg(r), g.ea(r), 1 << s, true);
+        const v = id === D.H_MOV_MR ? g.reg(s, a) : `${rec[r + 3]}`;
+        g.write(s, la, v);
+        break;
+      }
+      case D.H_LEA:
+        g.emit(g.setReg(s, a, g.ea(r)));
+        break;
+      case D.H_JCC: {
+        // A taken branch leaves the block; a not-taken one goes on in it.
+        g.emit(`if (${g.cond(sub)}) {`);
+        transfer(`(${nextExpr} + ${rec[r + 2]}) | 0`, i + 1, s);
+        g.emit(`}`);
+        break;
+      }
+      case D.H_CMPJ_RR32:
+      case D.H_CMPJ_RI32:
+      case D.H_TESTJ_RR32:
+      case D.H_INCJ_R32:
+      case D.H_DECJ_R32: {
+        // A compare and its Jcc: two instructions, the compare's flags as it sets them.
+        if (id === D.H_TESTJ_RR32) {
+          const t = `t_${i}`;
+          g.emit(`const ${t} = ${g.reg(2, b)} & ${g.reg(2, a)};`);
+          g.logic(t, 2);
+        } else if (id === D.H_INCJ_R32 || id === D.H_DECJ_R32) {
+          g.emit(g.setReg(2, a, g.incDec(g.reg(2, a), 2, id === D.H_DECJ_R32)));
+        } else g.alu(7, g.reg(2, a), id === D.H_CMPJ_RI32 ? `${rec[r + 3]}` : g.reg(2, b), 2);
+        g.emit(`if (${g.cond(sub)}) {`);
+        transfer(`(${nextExpr} + ${rec[r + 2]}) | 0`, i + 2, s);
+        g.emit(`}`);
+        break;
+      }
+      case D.H_JMP:
+        transfer(`(${nextExpr} + ${rec[r + 2]}) | 0`, i + 1, s);
+        return;
+      case D.H_CALL: {
+        // The target is checked before the return address is pushed (Intel SDM Vol. 2 CALL).
+        const t = `ct${i}`;
+        g.emit(`const ${t} = ((${nextExpr} + ${rec[r + 2]}) | 0)${s !== 2 ? " & 65535" : ""};`);
+        g.emit(`if (((${t} - pb) >>> 0) > 4095 && (${t} >>> 0) > csLim) { sc = ${i}; cpu.raiseGp(0); }`);
+        g.emit(`sc = ${i};`);
+        push(g, s, nextExpr);
+        transfer(t, i + 1, 2);
+        return;
+      }
+      case D.H_CALL_R:
+      case D.H_CALL_M: {
+        g.emit(`sc = ${i};`);
+        const t = `ct${i}`;
+        const v = id === D.H_CALL_R ? g.reg(s, b) : g.read(s, g.lin(g.seg(r), g.ea(r), 1 << s, false));
+        g.emit(`const ${t} = ${v}${s !== 2 ? " & 65535" : ""};`);
+        g.emit(`if (((${t} - pb) >>> 0) > 4095 && (${t} >>> 0) > csLim) cpu.raiseGp(0);`);
+        push(g, s, nextExpr);
+        transfer(t, i + 1, 2);
+        return;
+      }
+      case D.H_JMP_R:
+      case D.H_JMP_M: {
+        g.emit(`sc = ${i};`);
+        const v = id === D.H_JMP_R ? g.reg(s, b) : g.read(s, g.lin(g.seg(r), g.ea(r), 1 << s, false));
+        transfer(v, i + 1, s);
+        return;
+      }
+      case D.H_RET: {
+        g.emit(`sc = ${i};`);
+        const n = s === 2 ? 4 : 2;
+        g.use.regs |= 1 << 4;
+        g.use.written |= 1 << 4;
+        g.use.segs |= 1 << 2;
+        const sp = `sp${i}`;
+        const la = `pla${i}`;
+        g.emit(`const ${sp} = s32 ? r4 : r4 & 65535; const ${la} = sf2 === 1 ? (sb2 + ${sp}) | 0 : cpu.linSlow(2, ${sp}, ${n}, false);`);
+        const v = g.read(s, la);
+        const rel = n + rec[r + 3];
+        // ESP moves only after the target passed the CS limit check (transfer's check comes first).
+        transfer(v, i + 1, s, `r4 = s32 ? (r4 + ${rel}) | 0 : (r4 & -65536) | ((r4 + ${rel}) & 65535);`);
+        return;
+      }
+      case D.H_LEAVE: {
+        g.emit(`sc = ${i};`);
+        g.use.regs |= (1 << 4) | (1 << 5);
+        g.use.written |= (1 << 4) | (1 << 5);
+        g.use.segs |= 1 << 2;
+        const sp = `sp${i}`;
+        const la = `pla${i}`;
+        g.emit(`const ${sp} = s32 ? r5 : r5 & 65535; const ${la} = sf2 === 1 ? (sb2 + ${sp}) | 0 : cpu.linSlow(2, ${sp}, ${1 << s}, false);`);
+        const v = g.read(s, la);
+        const n = s === 2 ? 4 : 2;
+        g.emit(`if (s32) r4 = (r5 + ${n}) | 0; else r4 = (r4 & -65536) | ((r5 + ${n}) & 65535);`);
+        g.emit(g.setReg(s, 5, v));
+        break;
+      }
+      case D.H_SHIFT_R:
+      case D.H_SHIFT_M: {
+        const op = sub & 7;
+        const byCl = (sub & 8) !== 0;
+        const cnt = byCl ? `(${g.reg(0, 1)} & 31)` : `${rec[r + 3] & 31}`;
+        const cc = byCl ? -1 : rec[r + 3] & 31;
+        if (id === D.H_SHIFT_R) {
+          const res = g.shift(op, g.reg(s, b), cnt, s, cc);
+          if (cc !== 0) g.emit(g.setReg(s, b, res));
+        } else {
+          g.emit(`sc = ${i};`);
+          const c = `cn${i}`;
+          g.emit(`const ${c} = ${cnt};`);
+          const la = g.lin(g.seg(r), g.ea(r), 1 << s, true);
+          g.rmw(s, la, (x) => g.shift(op, x, c, s, cc));
+        }
+        break;
+      }
+      case D.H_MOVX_R:
+      case D.H_MOVX_M: {
+        const ss = sub & 2 ? 1 : 0;
+        let v: string;
+        if (id === D.H_MOVX_R) v = g.reg(ss, b);
+        else {
+          g.emit(`sc = ${i};`);
+          v = g.read(ss, g.lin(g.seg(r), g.ea(r), 1 << ss, false));
+        }
+        const ext = (sub & 1) === 0 ? v : ss === 1 ? `((${v} << 16) >> 16)` : `((${v} << 24) >> 24)`;
+        g.emit(g.setReg(s, a, ext));
+        break;
+      }
+      case D.H_IMUL_R:
+      case D.H_IMUL_M: {
+        let x: string;
+        let y: string;
+        let src: string;
+        if (id === D.H_IMUL_R) src = g.reg(s, b);
+        else {
+          g.emit(`sc = ${i};`);
+          src = g.read(s, g.lin(g.seg(r), g.ea(r), 1 << s, false));
+        }
+        if (sub & 1) {
+          x = g.reg(s, a);
+          y = src;
+        } else {
+          x = src;
+          y = `${rec[r + 3]}`;
+        }
+        const p = `ip${i}`;
+        const q = `iq${i}`;
+        const rr = `ir${i}`;
+        if (s === 1) {
+          g.emit(`const ${p} = ((${x}) << 16 >> 16) * ((${y}) << 16 >> 16); const ${rr} = ${p} & 65535; const ${q} = ${p} !== ((${p} << 16) >> 16) ? 2049 : 0;`);
+        } else {
+          // An int32 product is exact as a double below 2^53 and overflows 32 bits whenever it is not.
+          g.emit(`const ${p} = ${x}, ${q}x = ${y}; const ${rr} = Math.imul(${p}, ${q}x); const ${q} = ${p} * ${q}x !== ${rr} ? 2049 : 0;`);
+        }
+        g.resultFlags(rr, s, q);
+        g.emit(g.setReg(s, a, rr));
+        break;
+      }
+      case D.H_SETCC_R:
+        g.emit(g.setReg(0, b, `(${g.cond(sub)} ? 1 : 0)`));
+        break;
+      case D.H_SETCC_M: {
+        g.emit(`sc = ${i};`);
+        const la = g.lin(g.seg(r), g.ea(r), 1, true);
+        g.write(0, la, `(${g.cond(sub)} ? 1 : 0)`);
+        break;
+      }
+      case D.H_CMOV_R:
+        g.emit(`if (${g.cond(sub)}) { ${g.setReg(s, a, g.reg(s, b))} }`);
+        break;
+      case D.H_CMOV_M: {
+        g.emit(`sc = ${i};`);
+        const v = g.read(s, g.lin(g.seg(r), g.ea(r), 1 << s, false));
+        g.emit(`if (${g.cond(sub)}) { ${g.setReg(s, a, v)} }`);
+        break;
+      }
+      case D.H_CWDE:
+        if (sub & 1) g.emit(s === 2 ? g.setReg(2, 2, `${g.reg(2, 0)} >> 31`) : g.setReg(1, 2, `(${g.reg(2, 0)} << 16) >> 31`));
+        else g.emit(s === 2 ? g.setReg(2, 0, `(${g.reg(2, 0)} << 16) >> 16`) : g.setReg(1, 0, `(${g.reg(2, 0)} << 24) >> 24`));
+        break;
+      case D.H_NOP:
+        break;
+      case D.H_NOTNEG_R:
+        if (sub === 2) g.emit(g.setReg(s, b, `~${g.reg(s, b)}`));
+        else g.emit(g.setReg(s, b, g.alu(5, "0", g.reg(s, b), s)));
+        break;
+      case D.H_XCHG_RR: {
+        const t = `xv${i}`;
+        g.emit(`const ${t} = ${g.reg(s, b)};`);
+        g.emit(g.setReg(s, b, g.reg(s, a)));
+        g.emit(g.setReg(s, a, t));
+        break;
+      }
+      default:
+        throw new Error(`block compiler: no code for record ${id}`);
+    }
+    if (g.takeSlow() && !last) exitIfAttention(g, i + 1, nextExpr);
+    i += fused ? 2 : 1;
+    pos = next;
+    r += REC_STRIDE;
+  }
+  // Fall-through: the block ended without a transfer (length or window limit).
+  const k = count;
+  g.emit(`n = (n + ${k}) | 0; eip = (eip + ${bytes}) & ${mask}; if (att !== 0) break L; o = (eip - pb) | 0; if ((o >>> 0) <= 4095) continue L; break L;`);
+}
+
+/** After an instruction with a slow path: returns to the run loop when the slow path asked for attention. */
+function exitIfAttention(g: RegionGen, k: number, next: string): void {
+  g.emit(`if (att !== 0) { n = (n + ${k}) | 0; eip = ${next}; break L; }`);
+}
+
+/** Emits a push of `v` (an expression) of size `s` (Cpu.push: the store, then ESP). */
+function push(g: RegionGen, s: number, v: string): void {
+  const n = s === 2 ? 4 : 2;
+  g.use.regs |= 1 << 4;
+  g.use.written |= 1 << 4;
+  g.use.segs |= 1 << 2;
+  const t = g.tmp();
+  g.emit(`const ${t}s = s32 ? (r4 - ${n}) | 0 : (r4 - ${n}) & 65535; const ${t}l = sf2 === 1 ? (sb2 + ${t}s) | 0 : cpu.linSlow(2, ${t}s, ${n}, true);`);
+  g.write(s, `${t}l`, v);
+  g.emit(`r4 = s32 ? ${t}s : (r4 & -65536) | ${t}s;`);
+}
