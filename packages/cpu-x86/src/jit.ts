@@ -46,11 +46,12 @@ export const DEFAULT_JIT_THRESHOLD = 1000;
 export type RegionFn = (eip: number, n: number, budget: number) => number;
 
 /** Blocks per region at most. */
-const MAX_REGION_BLOCKS = 48;
+const MAX_REGION_BLOCKS = Number(process.env.TVJ_BLOCKS ?? 48);
 /** Instructions per region at most (keeps functions within what V8's optimizing compiler accepts). */
 const MAX_REGION_INSNS = 320;
 /** Generated characters of a region's blocks at most (V8 does not optimize functions above 60 KiB of bytecode). */
-const MAX_REGION_SOURCE = 40_000;
+const MAX_REGION_SOURCE = Number(process.env.TVJ_SRC ?? 40_000);
+const MIN_HITS = Number(process.env.TVJ_MINHITS ?? 0);
 /** Live regions at most; one more drops them all (like a translation-cache flush). */
 const MAX_REGIONS = 4096;
 /** Total generated source (characters) at most before everything compiled is dropped. */
@@ -141,6 +142,8 @@ interface Usage {
   regs: number;
   written: number;
   segs: number;
+  /** Segments assumed fast (checked on entry). */
+  guard: number;
 }
 
 /**
@@ -152,18 +155,36 @@ class RegionGen {
   private t = 0;
   /** The flag state the code emitted so far leaves (within the current block). */
   private fs: FlagState = UNKNOWN;
-  readonly use: Usage = { regs: 0, written: 0, segs: 0 };
+  readonly use: Usage = { regs: 0, written: 0, segs: 0, guard: 0 };
   /** Whether the current instruction has a slow path after which `att` may be set. */
   private slow = false;
 
   constructor(
     private readonly rec: Int32Array,
     private readonly code32: boolean,
+    /** Segments (bit per register) that were flat and checked-free at compile time. */
+    private readonly fastSegs: number,
+    /** SS.B at compile time. */
+    readonly stack32: boolean,
   ) {}
 
-  /** A fresh name for a generated local. */
+  /** Most temporaries one instruction used (the function declares that many). */
+  maxTemps = 0;
+
+  /**
+   * A temporary for the current instruction. Temporaries are function-level
+   * locals reused by every instruction: V8's interpreter gives each declared
+   * variable its own frame slot, and big frames make every call slow.
+   */
   tmp(): string {
-    return `t${this.t++}`;
+    const name = `t${this.t++}`;
+    if (this.t > this.maxTemps) this.maxTemps = this.t;
+    return name;
+  }
+
+  /** Starts an instruction: its temporaries start over. */
+  resetTemps(): void {
+    this.t = 0;
   }
 
   emit(s: string): void {
@@ -264,13 +285,41 @@ class RegionGen {
     return (this.rec[r + 1] >> 12) & 7;
   }
 
+  /**
+   * Expression: the linear address of `seg`:`off` (`off` a local). A
+   * segment that was flat and checked-free (Cpu.segFast) when the region
+   * was compiled is assumed to stay so: the function checks that on entry
+   * and after the interpreter ran an instruction, and leaves otherwise.
+   */
+  linExpr(seg: number, off: string, len: number, write: boolean): string {
+    this.use.segs |= 1 << seg;
+    if ((this.fastSegs >> seg) & 1) {
+      this.use.guard |= 1 << seg;
+      return `(sb${seg} + ${off}) | 0`;
+    }
+    return `sf${seg} === 1 ? (sb${seg} + ${off}) | 0 : cpu.linSlow(${seg}, ${off}, ${len}, ${write})`;
+  }
+
+  /** Expression: the stack pointer as the stack size sees it (SS.B, assumed as at compile time). */
+  sp(reg: number): string {
+    this.use.regs |= 1 << reg;
+    return this.stack32 ? `r${reg}` : `(r${reg} & 65535)`;
+  }
+
+  /** Statement: ESP = `v32` (the new 32-bit value; a 16-bit stack keeps ESP's upper half). */
+  setSp(v32: string): string {
+    this.use.regs |= 1 << 4;
+    this.use.written |= 1 << 4;
+    return this.stack32 ? `r4 = ${v32};` : `r4 = (r4 & -65536) | ((${v32}) & 65535);`;
+  }
+
   /** Emits `const la = linear address of seg:off` for an access of `len` bytes, with the segment checks. */
   lin(seg: number, off: string, len: number, write: boolean): string {
     this.use.segs |= 1 << seg;
     const o = this.tmp();
     const la = this.tmp();
-    this.emit(`const ${o} = ${off};`);
-    this.emit(`const ${la} = sf${seg} === 1 ? (sb${seg} + ${o}) | 0 : cpu.linSlow(${seg}, ${o}, ${len}, ${write});`);
+    this.emit(`${o} = ${off};`);
+    this.emit(`${la} = ${this.linExpr(seg, o, len, write)};`);
     return la;
   }
 
@@ -280,7 +329,7 @@ class RegionGen {
     const vp = this.tmp();
     const ti = this.tmp();
     this.slow = true;
-    this.emit(`let ${v}; const ${vp} = ${la} >>> 12, ${ti} = ${vp} & 16383;`);
+    this.emit(`${vp} = ${la} >>> 12; ${ti} = ${vp} & 16383;`);
     if (s === 2) this.emit(`if (tR[${ti}] === ${vp} && (${la} & 3) === 0) ${v} = M32[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 2]; else { ${v} = mmu.read32(${la}); att |= cpu.attention; }`);
     else if (s === 1) this.emit(`if (tR[${ti}] === ${vp} && (${la} & 1) === 0) ${v} = M16[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 1]; else { ${v} = mmu.read16(${la}); att |= cpu.attention; }`);
     else this.emit(`if (tR[${ti}] === ${vp}) ${v} = M8[${ti}][OFS[${ti}] + (${la} & 4095)]; else { ${v} = mmu.read8(${la}); att |= cpu.attention; }`);
@@ -292,7 +341,7 @@ class RegionGen {
     const vp = this.tmp();
     const ti = this.tmp();
     this.slow = true;
-    this.emit(`{ const ${vp} = ${la} >>> 12, ${ti} = ${vp} & 16383;`);
+    this.emit(`{ ${vp} = ${la} >>> 12; ${ti} = ${vp} & 16383;`);
     if (s === 2) this.emit(`if (tW[${ti}] === ${vp} && (${la} & 3) === 0) M32[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 2] = ${v}; else { mmu.write32(${la}, ${v}); att |= cpu.attention; } }`);
     else if (s === 1) this.emit(`if (tW[${ti}] === ${vp} && (${la} & 1) === 0) M16[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 1] = ${v}; else { mmu.write16(${la}, ${v}); att |= cpu.attention; } }`);
     else this.emit(`if (tW[${ti}] === ${vp}) M8[${ti}][OFS[${ti}] + (${la} & 4095)] = ${v}; else { mmu.write8(${la}, ${v}); att |= cpu.attention; } }`);
@@ -316,7 +365,7 @@ class RegionGen {
     const rd = s === 2 ? "read32" : s === 1 ? "read16" : "read8";
     const wr = s === 2 ? "write32" : s === 1 ? "write16" : "write8";
     this.slow = true;
-    this.emit(`let ${x}, ${ix} = -1; const ${vp} = ${la} >>> 12, ${ti} = ${vp} & 16383;`);
+    this.emit(`${ix} = -1; ${vp} = ${la} >>> 12; ${ti} = ${vp} & 16383;`);
     this.emit(`if (tW[${ti}] === ${vp}${al}) { ${ix} = (OFS[${ti}] + (${la} & 4095))${sh}; ${x} = ${arr}[${ti}][${ix}]; } else { mmu.probeWrite(${la}, ${n}); ${x} = mmu.${rd}(${la}); }`);
     const res = compute(x);
     this.emit(`if (${ix} >= 0) ${arr}[${ti}][${ix}] = ${res}; else { mmu.${wr}(${la}, ${res}); att |= cpu.attention; }`);
@@ -399,49 +448,49 @@ class RegionGen {
     const x = this.tmp();
     const y = this.tmp();
     const r = this.tmp();
-    this.emit(`const ${x} = ${a}, ${y} = ${b};`);
+    this.emit(`${x} = ${a}; ${y} = ${b};`);
     let op: number;
     switch (aop) {
       case 0:
-        this.emit(`const ${r} = (${x} + ${y}) | 0;`);
+        this.emit(`${r} = (${x} + ${y}) | 0;`);
         op = 1;
         break;
       case 1:
-        this.emit(`const ${r} = ${x} | ${y};`);
+        this.emit(`${r} = ${x} | ${y};`);
         op = 0;
         break;
       case 2: {
         const c = this.tmp();
-        this.emit(`const ${c} = ${this.cf()}; const ${r} = (${x} + ${y} + ${c}) | 0; fC = ${c};`);
+        this.emit(`${c} = ${this.cf()}; ${r} = (${x} + ${y} + ${c}) | 0; fC = ${c};`);
         op = 2;
         break;
       }
       case 3: {
         const c = this.tmp();
-        this.emit(`const ${c} = ${this.cf()}; const ${r} = (${x} - ${y} - ${c}) | 0; fC = ${c};`);
+        this.emit(`${c} = ${this.cf()}; ${r} = (${x} - ${y} - ${c}) | 0; fC = ${c};`);
         op = 4;
         break;
       }
       case 4:
-        this.emit(`const ${r} = ${x} & ${y};`);
+        this.emit(`${r} = ${x} & ${y};`);
         op = 0;
         break;
       case 6:
-        this.emit(`const ${r} = ${x} ^ ${y};`);
+        this.emit(`${r} = ${x} ^ ${y};`);
         op = 0;
         break;
       default:
-        this.emit(`const ${r} = (${x} - ${y}) | 0;`);
+        this.emit(`${r} = (${x} - ${y}) | 0;`);
         op = 3;
     }
-    this.emit(`fO = ${op}; fA = ${x}; fB = ${y}; fR = ${r}; fS = ${s}; lz = 2261;`);
+    this.emit(`${this.kOp(op)}fA = ${x}; fB = ${y}; fR = ${r}; ${this.kSL(s, 0x8d5)}`);
     this.fs = { op, s, lz: 0x8d5 };
     return r;
   }
 
   /** Flags of a logical result (Cpu.logic). */
   logic(r: string, s: number): void {
-    this.emit(`fO = 0; fA = 0; fB = 0; fR = ${r}; fS = ${s}; lz = 2261;`);
+    this.emit(`${this.kOp(0)}fR = ${r}; ${this.kSL(s, 0x8d5)}`);
     this.fs = { op: 0, s, lz: 0x8d5 };
   }
 
@@ -452,15 +501,15 @@ class RegionGen {
     else if ((f.lz & 1) !== 0) this.emit(`fl = (fl & -2) | ${this.cf()};`);
     const a = this.tmp();
     const r = this.tmp();
-    this.emit(`const ${a} = ${x}; const ${r} = (${a} ${dec ? "-" : "+"} 1) | 0;`);
-    this.emit(`fO = ${dec ? 3 : 1}; fA = ${a}; fB = 1; fR = ${r}; fS = ${s}; lz = 2260;`);
+    this.emit(`${a} = ${x}; ${r} = (${a} ${dec ? "-" : "+"} 1) | 0;`);
+    this.emit(`${this.kOp(dec ? 3 : 1)}fA = ${a}; fB = 1; fR = ${r}; ${this.kSL(s, 0x8d4)}`);
     this.fs = { op: dec ? 3 : 1, s, lz: 0x8d4 };
     return r;
   }
 
   /** Cpu.resultFlags: SF/ZF/PF lazy from `r`, CF/OF/AF from the expression `direct`. */
   resultFlags(r: string, s: number, direct: string): void {
-    this.emit(`fl = (fl & -2262) | ${direct}; fO = 0; fR = ${r}; fS = ${s}; lz = 196;`);
+    this.emit(`fl = (fl & -2262) | ${direct}; ${this.kOp(0)}fR = ${r}; ${this.kSL(s, 0xc4)}`);
     this.fs = { op: 0, s, lz: 0xc4 };
   }
 
@@ -483,46 +532,53 @@ class RegionGen {
     const r = this.tmp();
     const x = this.tmp();
     const c = this.tmp();
-    this.emit(`const ${x} = ${s === 2 ? v : `(${v}) & ${m}`}; const ${c} = ${count}; let ${r} = ${x};`);
+    const cf = this.tmp();
+    const of = this.tmp();
+    const k = this.tmp();
+    this.emit(`${x} = ${s === 2 ? v : `(${v}) & ${m}`}; ${c} = ${count}; ${r} = ${x};`);
+    if (constCount === 0) return x; // no operation: the value and the flags stay
     const body: string[] = [];
     if (op === 4 || op === 6) {
-      body.push(`let cf;`);
-      if (s === 2) body.push(`${r} = ${x} << ${c}; cf = (${x} >>> (32 - ${c})) & 1;`);
-      else body.push(`if (${c} < ${bits}) { ${r} = (${x} << ${c}) & ${m}; cf = (${x} >>> (${bits} - ${c})) & 1; } else { ${r} = 0; cf = ${c} === ${bits} ? ${x} & 1 : 0; }`);
-      body.push(`const of = ((${r} >>> ${bits - 1}) & 1) ^ cf;`);
-      body.push(`fl = (fl & -2262) | cf | (of << 11); fO = 0; fR = ${r}; fS = ${s}; lz = 196;`);
+      if (s === 2) body.push(`${r} = ${x} << ${c}; ${cf} = (${x} >>> (32 - ${c})) & 1;`);
+      else body.push(`if (${c} < ${bits}) { ${r} = (${x} << ${c}) & ${m}; ${cf} = (${x} >>> (${bits} - ${c})) & 1; } else { ${r} = 0; ${cf} = ${c} === ${bits} ? ${x} & 1 : 0; }`);
+      body.push(`${of} = ((${r} >>> ${bits - 1}) & 1) ^ ${cf};`);
+      body.push(`fl = (fl & -2262) | ${cf} | (${of} << 11); ${this.kOp(0)}fR = ${r}; ${this.kSL(s, 0xc4)}`);
     } else if (op === 5) {
-      body.push(`let cf;`);
-      if (s === 2) body.push(`${r} = ${x} >>> ${c}; cf = (${x} >>> (${c} - 1)) & 1;`);
-      else body.push(`if (${c} < ${bits}) { ${r} = ${x} >>> ${c}; cf = (${x} >>> (${c} - 1)) & 1; } else { ${r} = 0; cf = ${c} === ${bits} ? (${x} >>> ${bits - 1}) & 1 : 0; }`);
-      body.push(`const of = ${c} === 1 ? (${x} >>> ${bits - 1}) & 1 : 0;`);
+      if (s === 2) body.push(`${r} = ${x} >>> ${c}; ${cf} = (${x} >>> (${c} - 1)) & 1;`);
+      else body.push(`if (${c} < ${bits}) { ${r} = ${x} >>> ${c}; ${cf} = (${x} >>> (${c} - 1)) & 1; } else { ${r} = 0; ${cf} = ${c} === ${bits} ? (${x} >>> ${bits - 1}) & 1 : 0; }`);
+      body.push(`${of} = ${c} === 1 ? (${x} >>> ${bits - 1}) & 1 : 0;`);
       // The 32-bit SHR result is stored as int32 (as Cpu.shift's `& m` with m = -1 does).
-      body.push(`${s === 2 ? `${r} = ${r} | 0; ` : ""}fl = (fl & -2262) | cf | (of << 11); fO = 0; fR = ${r}; fS = ${s}; lz = 196;`);
+      body.push(`${s === 2 ? `${r} = ${r} | 0; ` : ""}fl = (fl & -2262) | ${cf} | (${of} << 11); ${this.kOp(0)}fR = ${r}; ${this.kSL(s, 0xc4)}`);
     } else if (op === 7) {
-      body.push(`const sv = ${s === 2 ? x : `(${x} << ${32 - bits}) >> ${32 - bits}`};`);
-      body.push(`const k = ${c} < ${bits} ? ${c} : ${bits - 1};`);
-      body.push(`${r} = (sv >> k) & ${m};`);
-      body.push(`const cf = ${c} < ${bits} ? (sv >> (${c} - 1)) & 1 : sv < 0 ? 1 : 0;`);
-      body.push(`fl = (fl & -2262) | cf; fO = 0; fR = ${r}; fS = ${s}; lz = 196;`);
+      const sv = of; // SAR has no OF to compute: its temporary holds the sign-extended value
+      body.push(`${sv} = ${s === 2 ? x : `(${x} << ${32 - bits}) >> ${32 - bits}`};`);
+      body.push(`${k} = ${c} < ${bits} ? ${c} : ${bits - 1};`);
+      body.push(`${r} = (${sv} >> ${k}) & ${m};`);
+      body.push(`${cf} = ${c} < ${bits} ? (${sv} >> (${c} - 1)) & 1 : ${sv} < 0 ? 1 : 0;`);
+      body.push(`fl = (fl & -2262) | ${cf}; ${this.kOp(0)}fR = ${r}; ${this.kSL(s, 0xc4)}`);
     } else if (op === 0 || op === 1) {
       // ROL/ROR: CF and OF replace the materialized flags (Cpu.setArith), the others stay as they are.
-      body.push(`const k = ${c} & ${bits - 1};`);
-      if (op === 0) body.push(`${r} = k === 0 ? ${x} : ((${x} << k) | (${x} >>> (${bits} - k))) & ${m};`);
-      else body.push(`${r} = k === 0 ? ${x} : ((${x} >>> k) | (${x} << (${bits} - k))) & ${m};`);
-      if (op === 0) body.push(`const cf = ${r} & 1; const of = ((${r} >>> ${bits - 1}) & 1) ^ cf;`);
-      else body.push(`const cf = (${r} >>> ${bits - 1}) & 1; const of = cf ^ ((${r} >>> ${bits - 2}) & 1);`);
+      body.push(`${k} = ${c} & ${bits - 1};`);
+      if (op === 0) body.push(`${r} = ${k} === 0 ? ${x} : ((${x} << ${k}) | (${x} >>> (${bits} - ${k}))) & ${m};`);
+      else body.push(`${r} = ${k} === 0 ? ${x} : ((${x} >>> ${k}) | (${x} << (${bits} - ${k}))) & ${m};`);
+      if (op === 0) body.push(`${cf} = ${r} & 1; ${of} = ((${r} >>> ${bits - 1}) & 1) ^ ${cf};`);
+      else body.push(`${cf} = (${r} >>> ${bits - 1}) & 1; ${of} = ${cf} ^ ((${r} >>> ${bits - 2}) & 1);`);
       body.push(`if (lz !== 0) fl = flagsOf(fl, lz, fO, fA, fB, fR, fS, fC);`);
-      body.push(`fl = (fl & -2050) | cf | (of << 11); lz = 0;`);
+      body.push(`fl = (fl & -2050) | ${cf} | (${of} << 11); lz = 0;`);
+      this.kLz = 0;
     } else {
       // RCL/RCR: the interpreter's own code, with the flag locals synchronised around it.
       body.push(this.flagsOut());
       body.push(`${r} = cpu.shift(${op}, ${x}, ${c}, ${s});`);
       body.push(this.flagsIn());
+      this.forget();
     }
     if (constCount >= 0) {
-      if (constCount === 0) return x; // no operation: the value and the flags stay
       this.emit(`{ ${body.join(" ")} }`);
-    } else this.emit(`if (${c} !== 0) { ${body.join(" ")} }`);
+    } else {
+      this.emit(`if (${c} !== 0) { ${body.join(" ")} }`);
+      this.forget(); // the locals were set or not, depending on the count
+    }
     if (constCount < 0 || op === 2 || op === 3) this.fs = UNKNOWN; // a count of 0 leaves the previous state
     else if (op === 0 || op === 1) this.fs = { op: -1, s: 2, lz: 0 };
     else this.fs = { op: 0, s, lz: 0xc4 };
@@ -536,6 +592,34 @@ class RegionGen {
 
   resetFlags(): void {
     this.fs = UNKNOWN;
+    this.forget();
+  }
+
+  // Constant values the locals fO, fS and lz are known to hold (-1: unknown), so repeated stores are left out.
+  private kO = -1;
+  private kS = -1;
+  kLz = -1;
+
+  /** Forgets what the flag locals hold (after code that may or may not have set them). */
+  forget(): void {
+    this.kO = this.kS = this.kLz = -1;
+  }
+
+  /** `fO = op;` unless it holds `op` already. */
+  private kOp(op: number): string {
+    if (this.kO === op) return "";
+    this.kO = op;
+    return `fO = ${op}; `;
+  }
+
+  /** `fS = s; lz = lazy;` without the stores the locals do not need. */
+  private kSL(s: number, lazy: number): string {
+    let out = "";
+    if (this.kS !== s) out += `fS = ${s}; `;
+    if (this.kLz !== lazy) out += `lz = ${lazy};`;
+    this.kS = s;
+    this.kLz = lazy;
+    return out;
   }
 
   /** Whether the current instruction has a slow path so far. */
@@ -578,6 +662,12 @@ export class BlockCompiler implements DecodeCacheListener {
   readonly states: Uint8Array;
   /** Block starts before compiling. */
   readonly threshold: number;
+  /** Times the run loop looked for compiled code (statistics). */
+  dispatches = 0;
+  /** Instructions retired by compiled code (statistics). */
+  compiledInstructions = 0;
+  /** Times it ran the interpreter instead (statistics). */
+  interpreted = 0;
   /** Regions compiled (statistics). */
   compiled = 0;
   /** Regions dropped with their page or by a flush (statistics). */
@@ -715,13 +805,16 @@ export class BlockCompiler implements DecodeCacheListener {
         seen.add(so);
         const id = map[so];
         if (id <= GENERIC_BLOCK) continue;
+        if (this.hits[id] < MIN_HITS && this.states[id] !== 1) continue;
         if (offs.length >= MAX_REGION_BLOCKS || insns + dc.bCount[id] > MAX_REGION_INSNS) continue;
         offs.push(so);
         ids.push(id);
         insns += dc.bCount[id];
       }
     }
-    const g = new RegionGen(rec, code32);
+    let fastSegs = 0;
+    for (let i = 0; i < 6; i++) if (this.cpu.segFast[i] === 1) fastSegs |= 1 << i;
+    const g = new RegionGen(rec, code32, fastSegs, this.cpu.stack32);
     const mask = code32 ? "-1" : "65535";
     let included = 0;
     for (let q = 0; q < ids.length; q++) {
@@ -753,6 +846,10 @@ export class BlockCompiler implements DecodeCacheListener {
     const reload = regList.map((i) => `r${i} = regs[${i}];`).join(" ");
     const segLoad = segList.map((i) => `sf${i} = cpu.segFast[${i}]; sb${i} = cpu.segBase[${i}];`).join(" ");
     const segDecl = segList.map((i) => `let sf${i} = 0, sb${i} = 0;`).join(" ");
+    const guardList = segList.filter((i) => (u.guard >> i) & 1);
+    // The assumptions the code was compiled under: flat segments and the stack size.
+    const guardOk = [...guardList.map((i) => `cpu.segFast[${i}] === 1`), `cpu.stack32 === ${g.stack32}`].join(" && ");
+    const temps = g.maxTemps > 0 ? `let ${Array.from({ length: g.maxTemps }, (_, i) => `t${i} = 0`).join(", ")};` : "";
     const flagsOut = g.flagsOut();
     const flagsIn = g.flagsIn();
     const src = `
@@ -762,12 +859,14 @@ return function region_${gpnHex}_${off0.toString(16)}(eip, n, budget) {
   const pb = (eip - o0) | 0;
   // The whole page must lie inside the CS limit and the EIP range: then every block in it fits and in-page targets need no limit check.
   if ((pb >>> 0) > (eip >>> 0) || (pb >>> 0) + 4095 > cpu.csLimit || (pb >>> 0) + 4095 > (cpu.ipMask >>> 0)) return -1;
+  if (!(${guardOk})) return -1;
   const csLim = cpu.csLimit;
   ${load}
   let fl = cpu.flags, lz = cpu.lazy, fO = cpu.fOp, fA = cpu.fA, fB = cpu.fB, fR = cpu.fR, fS = cpu.fS, fC = cpu.fC;
-  let tR = mmu.tagR, tW = mmu.tagW, s32 = cpu.stack32;
+  let tR = mmu.tagR, tW = mmu.tagW;
   ${segDecl} ${segLoad}
   let live = 1, sc = 0, bR = 0, att = 0, o = o0;
+  ${temps}
   try {
     L: for (;;) {
       switch (o) {
@@ -783,7 +882,7 @@ ${body}
   ${store} ${flagsOut}
   cpu.eip = eip; cpu.sliceCount = n;
   return n;
-};`.replace(/\/\*SPILL\*\//g, `${store} ${flagsOut}`).replace(/\/\*FILL\*\//g, `${reload} ${flagsIn} tR = mmu.tagR; tW = mmu.tagW; s32 = cpu.stack32; ${segLoad}`);
+};`.replace(/\/\*SPILL\*\//g, `${store} ${flagsOut}`).replace(/\/\*FILL\*\//g, `${reload} ${flagsIn} tR = mmu.tagR; tW = mmu.tagW; ${segLoad}`).replace(/\/\*GUARD\*\//g, `!(${guardOk})`);
     this.onCompile?.(src);
     const factory = new Function("cpu", "mmu", "regs", "M8", "M16", "M32", "OFS", "PAR", "cfOf", "condOf", "flagsOf", "MAP", src) as (...a: unknown[]) => RegionFn;
     const cpu = this.cpu;
@@ -853,10 +952,28 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
     const nextExpr = `((eip + ${next}) & ${mask})`;
     const last = i + (fused ? 2 : 1) >= count;
     g.takeSlow();
+    g.resetTemps();
+    let ended = false;
+    // Each instruction in its own scope, so its temporaries share registers with the next one's.
+    g.emit("{");
     /** Leaves the block for target `t` (an expression evaluated once) after `k` instructions; checks the CS limit for targets outside the page. */
+    /**
+     * A relative transfer by `disp` from the next instruction: with 32-bit
+     * code the target's page offset is known here, and a target in this page
+     * needs no limit check (the prologue checked the whole page).
+     */
+    const relTransfer = (disp: number, k: number, sizeBits: number): void => {
+      const to = off + next + disp;
+      if (mask === "-1" && sizeBits === 2 && to >= 0 && to <= 4095) {
+        const att = g.peekSlow() ? "if (att !== 0) break L; " : "";
+        g.emit(`n = (n + ${k}) | 0; eip = (eip + ${next + disp}) | 0; ${att}o = ${to}; continue L;`);
+        return;
+      }
+      transfer(`(${nextExpr} + ${disp}) | 0`, k, sizeBits);
+    };
     const transfer = (t: string, k: number, sizeBits: number, afterCheck = ""): void => {
-      const tt = `tt${i}`;
-      g.emit(`{ let ${tt} = ${t};${sizeBits !== 2 ? ` ${tt} &= 65535;` : ""}`);
+      const tt = g.tmp();
+      g.emit(`{ ${tt} = ${t};${sizeBits !== 2 ? ` ${tt} &= 65535;` : ""}`);
       g.emit(`if (((${tt} - pb) >>> 0) > 4095 && (${tt} >>> 0) > csLim) { sc = ${k - 1}; cpu.raiseGp(0); }`);
       const att = g.peekSlow() ? "if (att !== 0) break L; " : "";
       g.emit(`${afterCheck} n = (n + ${k}) | 0; eip = ${tt}; ${att}o = (${tt} - pb) | 0; if ((o >>> 0) <= 4095) continue L; break L; }`);
@@ -867,10 +984,11 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
         g.emit(`/*SPILL*/ live = 0; sc = ${i}; cpu.eip = (eip + ${pos}) & ${mask}; cpu.sliceCount = (n + ${i}) | 0;`);
         g.emit(`cpu.step(); /*FILL*/ live = 1;`);
         g.emit(`n = (n + ${i + 1}) | 0; eip = cpu.eip;`);
-        g.emit(`if (cpu.attention !== 0 || cpu.winLen < 0 || cpu.curMap !== MAP) break L;`);
+        g.emit(`if (cpu.attention !== 0 || cpu.winLen < 0 || cpu.curMap !== MAP || /*GUARD*/) break L;`);
         g.emit(`o = (eip - pb) | 0; if ((o >>> 0) <= 4095) continue L; break L;`);
         g.resetFlags();
-        return;
+        ended = true;
+        break;
       }
       case D.H_ALU_RR32:
       case D.H_ALU_RR:
@@ -927,14 +1045,14 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
       }
       case D.H_TEST_RR:
       case D.H_TEST_RR32: {
-        const t = `t_${i}`;
-        g.emit(`const ${t} = ${g.reg(s, b)} & ${g.reg(s, a)};`);
+        const t = g.tmp();
+        g.emit(`${t} = ${g.reg(s, b)} & ${g.reg(s, a)};`);
         g.logic(t, s);
         break;
       }
       case D.H_TEST_RI: {
-        const t = `t_${i}`;
-        g.emit(`const ${t} = ${g.reg(s, a)} & ${rec[r + 3]};`);
+        const t = g.tmp();
+        g.emit(`${t} = ${g.reg(s, a)} & ${rec[r + 3]};`);
         g.logic(t, s);
         break;
       }
@@ -943,8 +1061,8 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
         g.emit(`sc = ${i};`);
         const la = g.lin(g.seg(r), g.ea(r), 1 << s, false);
         const v = g.read(s, la);
-        const t = `t_${i}`;
-        g.emit(`const ${t} = ${v} & ${id === D.H_TEST_MR ? g.reg(s, a) : `${rec[r + 3]}`};`);
+        const t = g.tmp();
+        g.emit(`${t} = ${v} & ${id === D.H_TEST_MR ? g.reg(s, a) : `${rec[r + 3]}`};`);
         g.logic(t, s);
         break;
       }
@@ -969,8 +1087,8 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
         if (id === D.H_PUSH_R) v = g.reg(s, a);
         else if (id === D.H_PUSH_I) v = `${rec[r + 3]}`;
         else v = g.read(s, g.lin(g.seg(r), g.ea(r), 1 << s, false));
-        const pv = `pv${i}`;
-        g.emit(`const ${pv} = ${v};`);
+        const pv = g.tmp();
+        g.emit(`${pv} = ${v};`);
         push(g, s, pv);
         break;
       }
@@ -980,11 +1098,11 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
         g.use.regs |= 1 << 4;
         g.use.written |= 1 << 4;
         g.use.segs |= 1 << 2;
-        const sp = `sp${i}`;
-        const la = `pla${i}`;
-        g.emit(`const ${sp} = s32 ? r4 : r4 & 65535; const ${la} = sf2 === 1 ? (sb2 + ${sp}) | 0 : cpu.linSlow(2, ${sp}, ${n}, false);`);
+        const sp = g.tmp();
+        const la = g.tmp();
+        g.emit(`${sp} = ${g.sp(4)}; ${la} = ${g.linExpr(2, sp, n, false)};`);
         const v = g.read(s, la);
-        g.emit(`r4 = s32 ? (r4 + ${n}) | 0 : (r4 & -65536) | ((r4 + ${n}) & 65535);`);
+        g.emit(g.setSp(`(r4 + ${n}) | 0`));
         g.emit(g.setReg(s, a, v));
         break;
       }
@@ -1014,7 +1132,7 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
       case D.H_JCC: {
         // A taken branch leaves the block; a not-taken one goes on in it.
         g.emit(`if (${g.cond(sub)}) {`);
-        transfer(`(${nextExpr} + ${rec[r + 2]}) | 0`, i + 1, s);
+        relTransfer(rec[r + 2], i + 1, s);
         g.emit(`}`);
         break;
       }
@@ -1025,47 +1143,51 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
       case D.H_DECJ_R32: {
         // A compare and its Jcc: two instructions, the compare's flags as it sets them.
         if (id === D.H_TESTJ_RR32) {
-          const t = `t_${i}`;
-          g.emit(`const ${t} = ${g.reg(2, b)} & ${g.reg(2, a)};`);
+          const t = g.tmp();
+          g.emit(`${t} = ${g.reg(2, b)} & ${g.reg(2, a)};`);
           g.logic(t, 2);
         } else if (id === D.H_INCJ_R32 || id === D.H_DECJ_R32) {
           g.emit(g.setReg(2, a, g.incDec(g.reg(2, a), 2, id === D.H_DECJ_R32)));
         } else g.alu(7, g.reg(2, a), id === D.H_CMPJ_RI32 ? `${rec[r + 3]}` : g.reg(2, b), 2);
         g.emit(`if (${g.cond(sub)}) {`);
-        transfer(`(${nextExpr} + ${rec[r + 2]}) | 0`, i + 2, s);
+        relTransfer(rec[r + 2], i + 2, s);
         g.emit(`}`);
         break;
       }
       case D.H_JMP:
-        transfer(`(${nextExpr} + ${rec[r + 2]}) | 0`, i + 1, s);
-        return;
+        relTransfer(rec[r + 2], i + 1, s);
+        ended = true;
+        break;
       case D.H_CALL: {
         // The target is checked before the return address is pushed (Intel SDM Vol. 2 CALL).
-        const t = `ct${i}`;
-        g.emit(`const ${t} = ((${nextExpr} + ${rec[r + 2]}) | 0)${s !== 2 ? " & 65535" : ""};`);
+        const t = g.tmp();
+        g.emit(`${t} = ((${nextExpr} + ${rec[r + 2]}) | 0)${s !== 2 ? " & 65535" : ""};`);
         g.emit(`if (((${t} - pb) >>> 0) > 4095 && (${t} >>> 0) > csLim) { sc = ${i}; cpu.raiseGp(0); }`);
         g.emit(`sc = ${i};`);
         push(g, s, nextExpr);
         transfer(t, i + 1, 2);
-        return;
+        ended = true;
+        break;
       }
       case D.H_CALL_R:
       case D.H_CALL_M: {
         g.emit(`sc = ${i};`);
-        const t = `ct${i}`;
+        const t = g.tmp();
         const v = id === D.H_CALL_R ? g.reg(s, b) : g.read(s, g.lin(g.seg(r), g.ea(r), 1 << s, false));
-        g.emit(`const ${t} = ${v}${s !== 2 ? " & 65535" : ""};`);
+        g.emit(`${t} = ${v}${s !== 2 ? " & 65535" : ""};`);
         g.emit(`if (((${t} - pb) >>> 0) > 4095 && (${t} >>> 0) > csLim) cpu.raiseGp(0);`);
         push(g, s, nextExpr);
         transfer(t, i + 1, 2);
-        return;
+        ended = true;
+        break;
       }
       case D.H_JMP_R:
       case D.H_JMP_M: {
         g.emit(`sc = ${i};`);
         const v = id === D.H_JMP_R ? g.reg(s, b) : g.read(s, g.lin(g.seg(r), g.ea(r), 1 << s, false));
         transfer(v, i + 1, s);
-        return;
+        ended = true;
+        break;
       }
       case D.H_RET: {
         g.emit(`sc = ${i};`);
@@ -1073,26 +1195,27 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
         g.use.regs |= 1 << 4;
         g.use.written |= 1 << 4;
         g.use.segs |= 1 << 2;
-        const sp = `sp${i}`;
-        const la = `pla${i}`;
-        g.emit(`const ${sp} = s32 ? r4 : r4 & 65535; const ${la} = sf2 === 1 ? (sb2 + ${sp}) | 0 : cpu.linSlow(2, ${sp}, ${n}, false);`);
+        const sp = g.tmp();
+        const la = g.tmp();
+        g.emit(`${sp} = ${g.sp(4)}; ${la} = ${g.linExpr(2, sp, n, false)};`);
         const v = g.read(s, la);
         const rel = n + rec[r + 3];
         // ESP moves only after the target passed the CS limit check (transfer's check comes first).
-        transfer(v, i + 1, s, `r4 = s32 ? (r4 + ${rel}) | 0 : (r4 & -65536) | ((r4 + ${rel}) & 65535);`);
-        return;
+        transfer(v, i + 1, s, g.setSp(`(r4 + ${rel}) | 0`));
+        ended = true;
+        break;
       }
       case D.H_LEAVE: {
         g.emit(`sc = ${i};`);
         g.use.regs |= (1 << 4) | (1 << 5);
         g.use.written |= (1 << 4) | (1 << 5);
         g.use.segs |= 1 << 2;
-        const sp = `sp${i}`;
-        const la = `pla${i}`;
-        g.emit(`const ${sp} = s32 ? r5 : r5 & 65535; const ${la} = sf2 === 1 ? (sb2 + ${sp}) | 0 : cpu.linSlow(2, ${sp}, ${1 << s}, false);`);
+        const sp = g.tmp();
+        const la = g.tmp();
+        g.emit(`${sp} = ${g.sp(5)}; ${la} = ${g.linExpr(2, sp, 1 << s, false)};`);
         const v = g.read(s, la);
         const n = s === 2 ? 4 : 2;
-        g.emit(`if (s32) r4 = (r5 + ${n}) | 0; else r4 = (r4 & -65536) | ((r5 + ${n}) & 65535);`);
+        g.emit(g.setSp(`(r5 + ${n}) | 0`));
         g.emit(g.setReg(s, 5, v));
         break;
       }
@@ -1107,8 +1230,8 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
           if (cc !== 0) g.emit(g.setReg(s, b, res));
         } else {
           g.emit(`sc = ${i};`);
-          const c = `cn${i}`;
-          g.emit(`const ${c} = ${cnt};`);
+          const c = g.tmp();
+          g.emit(`${c} = ${cnt};`);
           const la = g.lin(g.seg(r), g.ea(r), 1 << s, true);
           g.rmw(s, la, (x) => g.shift(op, x, c, s, cc));
         }
@@ -1144,14 +1267,14 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
           x = src;
           y = `${rec[r + 3]}`;
         }
-        const p = `ip${i}`;
-        const q = `iq${i}`;
-        const rr = `ir${i}`;
+        const p = g.tmp();
+        const q = g.tmp();
+        const rr = g.tmp();
         if (s === 1) {
-          g.emit(`const ${p} = ((${x}) << 16 >> 16) * ((${y}) << 16 >> 16); const ${rr} = ${p} & 65535; const ${q} = ${p} !== ((${p} << 16) >> 16) ? 2049 : 0;`);
+          g.emit(`${p} = ((${x}) << 16 >> 16) * ((${y}) << 16 >> 16); ${rr} = ${p} & 65535; ${q} = ${p} !== ((${p} << 16) >> 16) ? 2049 : 0;`);
         } else {
           // An int32 product is exact as a double below 2^53 and overflows 32 bits whenever it is not.
-          g.emit(`const ${p} = ${x}, ${q}x = ${y}; const ${rr} = Math.imul(${p}, ${q}x); const ${q} = ${p} * ${q}x !== ${rr} ? 2049 : 0;`);
+          g.emit(`${p} = ${x}; ${q} = ${y}; ${rr} = Math.imul(${p}, ${q}); ${q} = ${p} * ${q} !== ${rr} ? 2049 : 0;`);
         }
         g.resultFlags(rr, s, q);
         g.emit(g.setReg(s, a, rr));
@@ -1186,8 +1309,8 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
         else g.emit(g.setReg(s, b, g.alu(5, "0", g.reg(s, b), s)));
         break;
       case D.H_XCHG_RR: {
-        const t = `xv${i}`;
-        g.emit(`const ${t} = ${g.reg(s, b)};`);
+        const t = g.tmp();
+        g.emit(`${t} = ${g.reg(s, b)};`);
         g.emit(g.setReg(s, b, g.reg(s, a)));
         g.emit(g.setReg(s, a, t));
         break;
@@ -1195,6 +1318,8 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
       default:
         throw new Error(`block compiler: no code for record ${id}`);
     }
+    g.emit("}");
+    if (ended) return;
     if (g.takeSlow() && !last) exitIfAttention(g, i + 1, nextExpr);
     i += fused ? 2 : 1;
     pos = next;
@@ -1202,7 +1327,8 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
   }
   // Fall-through: the block ended without a transfer (length or window limit).
   const k = count;
-  g.emit(`n = (n + ${k}) | 0; eip = (eip + ${bytes}) & ${mask}; if (att !== 0) break L; o = (eip - pb) | 0; if ((o >>> 0) <= 4095) continue L; break L;`);
+  if (mask === "-1" && off + bytes <= 4095) g.emit(`n = (n + ${k}) | 0; eip = (eip + ${bytes}) | 0; if (att !== 0) break L; o = ${off + bytes}; continue L;`);
+  else g.emit(`n = (n + ${k}) | 0; eip = (eip + ${bytes}) & ${mask}; if (att !== 0) break L; o = (eip - pb) | 0; if ((o >>> 0) <= 4095) continue L; break L;`);
 }
 
 /** After an instruction with a slow path: returns to the run loop when the slow path asked for attention. */
@@ -1216,8 +1342,9 @@ function push(g: RegionGen, s: number, v: string): void {
   g.use.regs |= 1 << 4;
   g.use.written |= 1 << 4;
   g.use.segs |= 1 << 2;
-  const t = g.tmp();
-  g.emit(`const ${t}s = s32 ? (r4 - ${n}) | 0 : (r4 - ${n}) & 65535; const ${t}l = sf2 === 1 ? (sb2 + ${t}s) | 0 : cpu.linSlow(2, ${t}s, ${n}, true);`);
-  g.write(s, `${t}l`, v);
-  g.emit(`r4 = s32 ? ${t}s : (r4 & -65536) | ${t}s;`);
+  const sp = g.tmp();
+  const la = g.tmp();
+  g.emit(`${sp} = ${g.stack32 ? `(r4 - ${n}) | 0` : `(r4 - ${n}) & 65535`}; ${la} = ${g.linExpr(2, sp, n, true)};`);
+  g.write(s, la, v);
+  g.emit(g.stack32 ? `r4 = ${sp};` : `r4 = (r4 & -65536) | ${sp};`);
 }

@@ -1095,14 +1095,19 @@ export function runCompiled(cpu: Cpu, n: number, budget: number): number {
     }
     if (b === 0) b = cpu.lookupBlock();
     let interpret = true;
+    jit.dispatches++;
     if (states[b] === 1 && bCount[b] <= ((budget - n) | 0)) {
       const m = fns[b]!(eip, n, budget);
       if (m >= 0) {
+        jit.compiledInstructions += m - n;
         n = m;
         interpret = false;
       }
     }
-    if (interpret) n = runBlocks(cpu, n, budget, true);
+    if (interpret) {
+      jit.interpreted++;
+      n = runBlocks(cpu, n, budget, true);
+    }
     if (cpu.attention !== 0 || n >= budget) return n;
   }
 }
