@@ -24,6 +24,8 @@ export { applyBootState, saveCpuState, loadCpuState } from "./cpu-state.js";
 export { x86Cpu, X86_CPUS, type X86CpuOptions } from "./plugin.js";
 export { LocalApic, APIC_DEFAULT_BASE, APIC_VERSION, APIC_REG, APIC_ESR, APIC_DELIVERY, APIC_BASE_BSP, APIC_BASE_ENABLE, MSR_TSC_DEADLINE } from "./apic.js";
 export { ApicBus, LOCAL_APICS } from "./apic-bus.js";
+export { X87, CPUID_FPU, type X87Options } from "./x87.js";
+export { Simd, CPUID_SIMD_EDX, MXCSR_MASK } from "./sse.js";
 export { CPUID_SIGNATURE, CORE_FEATURES_EDX, CORE_EXT_FEATURES_EDX } from "./cpuid-msr.js";
 export { loadElf32, ElfError, type ElfImage, type ElfSegment } from "./elf.js";
 export * as x86 from "./constants.js";

@@ -3,6 +3,8 @@ import { attachPhysicalMemory } from "@typevisor/mmu-ept";
 import { ApicBus } from "./apic-bus.js";
 import { applyBootState, loadCpuState, saveCpuState } from "./cpu-state.js";
 import { Cpu } from "./cpu.js";
+import { Simd } from "./sse.js";
+import { X87 } from "./x87.js";
 
 /** Service key of the machine's x86 vCPUs (extension plugins such as an FPU or local APIC attach through it). */
 export const X86_CPUS = new ServiceKey<readonly Cpu[]>("x86-cpus");
@@ -20,6 +22,11 @@ export interface X86CpuOptions {
    * vCPUs other than 0 never start.
    */
   apic?: boolean;
+   * Floating-point units: `"sse2"` (default: x87 FPU, MMX, SSE, SSE2, FXSAVE),
+   * `"x87"` (the FPU alone), or `"none"` (no FPU: escapes raise #NM/#UD, as
+   * on a 386 without a coprocessor; CPUID reports none of them).
+   */
+  fpu?: "sse2" | "x87" | "none";
 }
 
 /** Snapshot adapter of one vCPU. */
@@ -59,6 +66,7 @@ export function x86Cpu(options: X86CpuOptions = {}): Plugin {
   let cpus: Cpu[] = [];
   let snaps: CpuSnapshot[] = [];
   let apics: ApicBus | undefined;
+  let unitStates: Snapshottable[] = [];
   return {
     name: "x86-cpu",
     version: "0.1.0",
@@ -81,11 +89,27 @@ export function x86Cpu(options: X86CpuOptions = {}): Plugin {
       for (let i = 0; i < count; i++) {
         const cpu = new Cpu(memory, apics ? apics.hostFor(i, host) : host, { index: i, onTripleFault: options.onTripleFault });
         apics?.attach(cpu);
+      const units: Snapshottable[] = [];
+      const fpu = options.fpu ?? "sse2";
+      for (let i = 0; i < count; i++) {
+        const cpu = new Cpu(memory, host, { index: i, onTripleFault: options.onTripleFault });
+        if (fpu !== "none") {
+          const x87 = new X87(i);
+          cpu.addExtension(x87);
+          units.push(x87.state);
+          if (fpu === "sse2") {
+            const simd = new Simd(x87, i);
+            cpu.addExtension(simd);
+            units.push(simd.state);
+          }
+        }
         cpus.push(cpu);
         machine.addVcpu(cpu);
       }
       snaps = cpus.map((c) => new CpuSnapshot(c));
       for (const s of snaps) machine.states.register(s);
+      for (const u of units) machine.states.register(u);
+      unitStates = units;
       machine.services.provide(X86_CPUS, cpus);
       machine.services.provide(X86_CPU_CONTROL, {
         vcpuCount: count,
@@ -99,6 +123,7 @@ export function x86Cpu(options: X86CpuOptions = {}): Plugin {
     teardown(machine: Machine) {
       apics?.detach();
       for (const s of snaps) machine.states.unregister(s);
+      for (const u of unitStates) machine.states.unregister(u);
       machine.services.remove(X86_CPUS);
       machine.services.remove(X86_CPU_CONTROL);
     },

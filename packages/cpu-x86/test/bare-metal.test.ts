@@ -3,7 +3,9 @@
 // must agree. They cover exceptions and error codes, protection checks,
 // privilege transitions through gates, SYSENTER/SYSEXIT, task switches,
 // virtual-8086 mode, paging, #DF and triple fault, self-modifying code
-// through page aliases, and faults that restart in the middle of a block.
+// through page aliases, faults that restart in the middle of a block, and the
+// FPU as an operating system sees it (CR0.EM/MP/TS/NE, CR4.OSFXSR, FXSAVE
+// alignment).
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -12,7 +14,7 @@ import { describeWithTools, tempDir } from "@typevisor/test-support";
 import { runOurs, runQemu } from "./harness/bare-metal.js";
 
 const SRC = join(__dirname, "bare-metal");
-const PROGRAMS = (process.env.TYPEVISOR_BM ?? "protection,tasks,v86,paging,realmode,smc,restart").split(",");
+const PROGRAMS = (process.env.TYPEVISOR_BM ?? "protection,tasks,v86,paging,realmode,smc,restart,fpu").split(",");
 
 describeWithTools(["nasm", "qemu-system-i386"], "bare-metal programs behave as on QEMU TCG", () => {
   for (const name of PROGRAMS) {

@@ -3,7 +3,7 @@
 // addresses, and `int 0x80` trapped as an exit that implements write(2) and
 // exit(2). The same binary runs natively, so outputs compare byte for byte.
 import { PhysicalMemory } from "@typevisor/mmu-ept";
-import { Cpu, loadElf32 } from "../../src/index.js";
+import { Cpu, Simd, X87, loadElf32 } from "../../src/index.js";
 
 /** Result of a user-mode run. */
 export interface UserRun {
@@ -21,8 +21,14 @@ const FLAT_CODE3 = { selector: 0x23, base: 0, limit: 0xffffffff, access: 0xfb, f
 const FLAT_DATA3 = { selector: 0x2b, base: 0, limit: 0xffffffff, access: 0xf3, flags: 0xc };
 const GDT = 0x3000;
 
+/** Options of {@link runUserElf}. */
+export interface UserRunOptions {
+  /** Plug in the x87 FPU and the MMX/SSE/SSE2 unit and enable them as Linux does (CR0.NE, CR4.OSFXSR/OSXMMEXCPT). */
+  fpu?: boolean;
+}
+
 /** Loads and runs `elf`; throws if it does not exit within `maxInstructions`. */
-export function runUserElf(elf: Uint8Array, maxInstructions = 50_000_000): UserRun {
+export function runUserElf(elf: Uint8Array, maxInstructions = 50_000_000, options: UserRunOptions = {}): UserRun {
   const memory = new PhysicalMemory({ ramSize: 512 << 20 });
   const cpu = new Cpu(memory, {
     ports: { read: () => 0xffffffff, write: () => undefined },
@@ -33,13 +39,23 @@ export function runUserElf(elf: Uint8Array, maxInstructions = 50_000_000): UserR
       throw new Error(`guest ${reason} at eip 0x${(cpu.eip >>> 0).toString(16)} (exception ${cpu.excVector}, code 0x${cpu.excCode.toString(16)})`);
     },
   });
+  if (options.fpu) {
+    const x87 = new X87();
+    cpu.addExtension(x87);
+    cpu.addExtension(new Simd(x87));
+  }
   const image = loadElf32(elf, memory);
   memory.writeU32(GDT + 4 * 8, 0x0000ffff);
   memory.writeU32(GDT + 4 * 8 + 4, 0x00cffb00);
   memory.writeU32(GDT + 5 * 8, 0x0000ffff);
   memory.writeU32(GDT + 5 * 8 + 4, 0x00cff300);
   cpu.reset();
-  cpu.cr0 = 0x60000011;
+  cpu.cr0 = options.fpu ? 0x60000031 : 0x60000011;
+  if (options.fpu) {
+    cpu.cr4 = 0x600;
+    // A new Linux process starts with the FPU in its FNINIT state (CW 037Fh) and MXCSR 1F80h.
+    (cpu.extensions[0] as X87).init();
+  }
   cpu.cpl = 3;
   cpu.setSegCache(1, FLAT_CODE3.selector, 0, -1, FLAT_CODE3.access | (FLAT_CODE3.flags << 12));
   for (const s of [0, 2, 3]) cpu.setSegCache(s, FLAT_DATA3.selector, 0, -1, FLAT_DATA3.access | (FLAT_DATA3.flags << 12));
@@ -57,7 +73,7 @@ export function runUserElf(elf: Uint8Array, maxInstructions = 50_000_000): UserR
   let exitCode = -1;
   let signal: string | undefined;
   // Linux's signal for each exception vector (arch/x86/kernel/traps.c).
-  const SIGNALS: Record<number, string> = { 0: "SIGFPE", 4: "SIGSEGV", 5: "SIGSEGV", 6: "SIGILL", 11: "SIGBUS", 12: "SIGBUS", 13: "SIGSEGV", 14: "SIGSEGV", 17: "SIGBUS" };
+  const SIGNALS: Record<number, string> = { 0: "SIGFPE", 4: "SIGSEGV", 5: "SIGSEGV", 6: "SIGILL", 11: "SIGBUS", 12: "SIGBUS", 13: "SIGSEGV", 14: "SIGSEGV", 16: "SIGFPE", 17: "SIGBUS", 19: "SIGFPE" };
   cpu.exceptionExit = (vector) => {
     signal = SIGNALS[vector] ?? `vector ${vector}`;
     exitCode = 128;
