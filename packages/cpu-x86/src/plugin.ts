@@ -22,6 +22,7 @@ export interface X86CpuOptions {
    * vCPUs other than 0 never start.
    */
   apic?: boolean;
+  /**
    * Floating-point units: `"sse2"` (default: x87 FPU, MMX, SSE, SSE2, FXSAVE),
    * `"x87"` (the FPU alone), or `"none"` (no FPU: escapes raise #NM/#UD, as
    * on a 386 without a coprocessor; CPUID reports none of them).
@@ -85,14 +86,12 @@ export function x86Cpu(options: X86CpuOptions = {}): Plugin {
         },
       };
       cpus = [];
+      const units: Snapshottable[] = [];
+      const fpu = options.fpu ?? "sse2";
       apics = options.apic === false ? undefined : new ApicBus(machine);
       for (let i = 0; i < count; i++) {
         const cpu = new Cpu(memory, apics ? apics.hostFor(i, host) : host, { index: i, onTripleFault: options.onTripleFault });
         apics?.attach(cpu);
-      const units: Snapshottable[] = [];
-      const fpu = options.fpu ?? "sse2";
-      for (let i = 0; i < count; i++) {
-        const cpu = new Cpu(memory, host, { index: i, onTripleFault: options.onTripleFault });
         if (fpu !== "none") {
           const x87 = new X87(i);
           cpu.addExtension(x87);
