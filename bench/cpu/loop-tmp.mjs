@@ -1,0 +1,18 @@
+import { readFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+const { createMachine, X86_CPU_CONTROL } = await import("@typevisor/hv-core");
+const { PHYSICAL_MEMORY } = await import("@typevisor/mmu-ept");
+const { x86Cpu, X86_CPUS } = await import("@typevisor/cpu-x86");
+;
+const vm = await createMachine({ memory: "128M", plugins: [x86Cpu()] });
+const cpu = vm.services.get(X86_CPUS)[0];
+const marks = [];
+vm.ports.register("marker", 0x510, 1, { read: () => 0, write: (_o, _s, v) => marks[v] = { t: performance.now(), n: cpu.instructions + cpu.sliceCount } });
+vm.ports.register("exit", 0xf4, 4, { read: () => 0, write: (_o, _s, v) => vm.requestStop({ reason: "exit", exitCode: (v << 1) | 1 }) });
+const bytes = readFileSync("/tmp/loop.bin");
+vm.services.get(PHYSICAL_MEMORY).write(0x100000, bytes);
+const flat = (selector, access) => ({ selector, base: 0, limit: 0xffffffff, access, flags: 0xc });
+vm.services.get(X86_CPU_CONTROL).applyBootState(0, { eip: 0x100020, cr0: 0x11, segments: { cs: flat(0x08, 0x9b), ds: flat(0x10, 0x93), es: flat(0x10, 0x93), ss: flat(0x10, 0x93) } });
+await vm.run();
+const m = (a, b) => ((marks[b].n - marks[a].n) / (marks[b].t - marks[a].t) / 1000).toFixed(1);
+console.log("sieve MIPS", m(1, 2), "array MIPS", m(3, 4));

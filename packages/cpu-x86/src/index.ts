@@ -1,0 +1,27 @@
+/**
+ * `@typevisor/cpu-x86`: the x86 vCPU of typevisor. An interpreter with lazy
+ * flags covering every IA-32 general-purpose instruction; real, protected
+ * and virtual-8086 modes with descriptor tables, gates, privilege changes,
+ * task switches, exceptions, #DF and triple fault; CPUID, RDTSC, MSRs,
+ * SYSENTER/SYSEXIT; port I/O, MMIO, HLT and shutdown as exits to the machine.
+ *
+ * @packageDocumentation
+ */
+export {
+  Cpu,
+  CpuExceptionSignal,
+  CPU_EXCEPTION,
+  type CpuHost,
+  type CpuOptions,
+  type CpuidHandler,
+  type MsrReadHandler,
+  type MsrWriteHandler,
+  type PortAccess,
+  type ExitCounters,
+} from "./cpu.js";
+export type { CpuExtension, InterruptSource } from "./extensions.js";
+export { applyBootState, saveCpuState, loadCpuState } from "./cpu-state.js";
+export { x86Cpu, X86_CPUS, type X86CpuOptions } from "./plugin.js";
+export { CPUID_SIGNATURE, CORE_FEATURES_EDX, CORE_EXT_FEATURES_EDX } from "./cpuid-msr.js";
+export { loadElf32, ElfError, type ElfImage, type ElfSegment } from "./elf.js";
+export * as x86 from "./constants.js";

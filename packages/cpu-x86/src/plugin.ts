@@ -1,0 +1,89 @@
+import { LEGACY_PIC, ServiceKey, X86_CPU_CONTROL, type Machine, type Plugin, type Snapshottable, type StateValue } from "@typevisor/hv-core";
+import { attachPhysicalMemory } from "@typevisor/mmu-ept";
+import { applyBootState, loadCpuState, saveCpuState } from "./cpu-state.js";
+import { Cpu } from "./cpu.js";
+
+/** Service key of the machine's x86 vCPUs (extension plugins such as an FPU or local APIC attach through it). */
+export const X86_CPUS = new ServiceKey<readonly Cpu[]>("x86-cpus");
+
+/** Options of {@link x86Cpu}. */
+export interface X86CpuOptions {
+  /** Number of vCPUs; default 1. vCPUs other than 0 wait for a startup IPI. */
+  vcpus?: number;
+  /** Triple fault: stop the machine with reason `shutdown` (default) or reset it (as a PC with reboot enabled). */
+  onTripleFault?: "shutdown" | "reset";
+}
+
+/** Snapshot adapter of one vCPU. */
+class CpuSnapshot implements Snapshottable {
+  readonly stateVersion = 1;
+  readonly stateId: string;
+  constructor(private readonly cpu: Cpu) {
+    this.stateId = `cpu${cpu.index}`;
+  }
+  saveState(): StateValue {
+    return saveCpuState(this.cpu);
+  }
+  loadState(data: StateValue): void {
+    loadCpuState(this.cpu, data);
+  }
+}
+
+/**
+ * The x86 CPU plugin. Creates the machine's guest memory (RAM of the
+ * machine's size; provided as `GUEST_MEMORY` and `PHYSICAL_MEMORY`), the
+ * vCPUs (added to the machine, registered for snapshots as `cpu0`, `cpu1`,
+ * ...), and provides `X86_CPU_CONTROL` for boot loaders and `X86_CPUS` for
+ * extension units. Capabilities: `cpu`, `x86-cpu`, `memory`.
+ *
+ * The CPU takes INTR from the `LEGACY_PIC` service when a platform provides
+ * one, port I/O from `machine.ports`, MMIO from `machine.mmio`, and time from
+ * the machine's clock.
+ */
+export function x86Cpu(options: X86CpuOptions = {}): Plugin {
+  const count = options.vcpus ?? 1;
+  if (!Number.isInteger(count) || count < 1 || count > 255) throw new RangeError(`x86Cpu: vcpus must be 1..255, got ${count}`);
+  let cpus: Cpu[] = [];
+  let snaps: CpuSnapshot[] = [];
+  return {
+    name: "x86-cpu",
+    version: "0.1.0",
+    provides: ["cpu", "memory"],
+    setup(machine: Machine) {
+      const memory = attachPhysicalMemory(machine);
+      const clock = machine.clock;
+      const host = {
+        ports: machine.ports,
+        now: () => clock.now(),
+        nsPerInstruction: clock.mode === "deterministic" ? clock.nsPerInstruction : 0,
+        legacyPic: () => machine.services.find(LEGACY_PIC),
+        shutdown: (reason: string) => {
+          if (options.onTripleFault === "reset") machine.requestReset();
+          else machine.requestStop({ reason: "shutdown", message: `vCPU ${reason}` });
+        },
+      };
+      cpus = [];
+      for (let i = 0; i < count; i++) {
+        const cpu = new Cpu(memory, host, { index: i, onTripleFault: options.onTripleFault });
+        cpus.push(cpu);
+        machine.addVcpu(cpu);
+      }
+      snaps = cpus.map((c) => new CpuSnapshot(c));
+      for (const s of snaps) machine.states.register(s);
+      machine.services.provide(X86_CPUS, cpus);
+      machine.services.provide(X86_CPU_CONTROL, {
+        vcpuCount: count,
+        applyBootState(index, state) {
+          const cpu = cpus[index];
+          if (!cpu) throw new RangeError(`no vCPU ${index} (the machine has ${count})`);
+          applyBootState(cpu, state);
+        },
+      });
+    },
+    teardown(machine: Machine) {
+      for (const s of snaps) machine.states.unregister(s);
+      machine.services.remove(X86_CPUS);
+      machine.services.remove(X86_CPU_CONTROL);
+    },
+  };
+}
