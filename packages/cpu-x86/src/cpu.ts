@@ -100,6 +100,12 @@ export interface CpuOptions {
  * a faulting instruction restarts cleanly.
  */
 export class Cpu {
+  /**
+   * The vCPU whose slice is executing right now (undefined between slices).
+   * MMIO and port handlers that are per-CPU, like the local APIC at
+   * 0xFEE00000, use it to know which vCPU is accessing them.
+   */
+  static running: Cpu | undefined;
   /** vCPU index. */
   readonly index: number;
   /** The memory management unit (paging + EPT + TLB). */
@@ -316,6 +322,7 @@ export class Cpu {
     this.index = options.index ?? 0;
     this.onTripleFault = options.onTripleFault ?? "shutdown";
     this.mmu = new Mmu(memory);
+    this.mmu.fetchWindow = this; // the MMU closes our fetch window when it drops its fetch cache
     this.mmu.mmioHook = () => {
       this.exits.mmio++;
       this.attention = 1;
@@ -404,6 +411,7 @@ export class Cpu {
     this.csLimit = this.segLimit[C.CS] >>> 0;
     this.ipMask = this.code32 ? -1 : 0xffff;
     this.winGen = -1;
+    this.winLen = -1;
     this.prefixed = true; // operand/address size defaults follow CS.D from the next instruction on
   }
 
@@ -638,8 +646,9 @@ export class Cpu {
   /** Fetches the next instruction byte. */
   fetch8(): number {
     const eip = this.eip;
-    if ((eip - this.winStart) >>> 0 <= this.winLen && this.winGen === this.mmu.fetchGen) {
-      this.eip = (eip + 1) & this.ipMask;
+    // The window never spans an EIP wrap, so `| 0` is the right increment inside it.
+    if ((eip - this.winStart) >>> 0 <= this.winLen) {
+      this.eip = (eip + 1) | 0;
       return this.winMem[eip + this.winBias];
     }
     return this.fetch8Slow();
@@ -675,10 +684,10 @@ export class Cpu {
   /** Fetches a 16-bit immediate. */
   fetch16(): number {
     const eip = this.eip;
-    if ((eip - this.winStart) >>> 0 < this.winLen && this.winGen === this.mmu.fetchGen) {
+    if ((eip - this.winStart) >>> 0 < this.winLen) {
       const m = this.winMem;
       const o = eip + this.winBias;
-      this.eip = (eip + 2) & this.ipMask;
+      this.eip = (eip + 2) | 0;
       return m[o] | (m[o + 1] << 8);
     }
     return this.fetch8() | (this.fetch8() << 8);
@@ -687,10 +696,10 @@ export class Cpu {
   /** Fetches a 32-bit immediate. */
   fetch32(): number {
     const eip = this.eip;
-    if ((eip - this.winStart) >>> 0 < this.winLen - 2 && this.winGen === this.mmu.fetchGen) {
+    if ((eip - this.winStart) >>> 0 < this.winLen - 2) {
       const m = this.winMem;
       const o = eip + this.winBias;
-      this.eip = (eip + 4) & this.ipMask;
+      this.eip = (eip + 4) | 0;
       return m[o] | (m[o + 1] << 8) | (m[o + 2] << 16) | (m[o + 3] << 24);
     }
     return this.fetch8() | (this.fetch8() << 8) | (this.fetch8() << 16) | (this.fetch8() << 24);
@@ -736,69 +745,80 @@ export class Cpu {
 
   /** @internal */
   decodeEa(): void {
+    if (this.a32) this.decodeEa32();
+    else this.decodeEa16();
+  }
+
+  /** @internal 32-bit addressing: [base + index*scale + disp] with SIB (Intel SDM Vol. 2 §2.1.5). */
+  decodeEa32(): void {
     const mod = this.mod;
     const rm = this.rm;
     const regs = this.regs;
     let seg = C.DS;
     let off: number;
-    if (this.a32) {
-      if (rm === 4) {
-        const sib = this.fetch8();
-        const base = sib & 7;
-        const idx = (sib >> 3) & 7;
-        if (base === 5 && mod === 0) off = this.fetch32();
-        else {
-          off = regs[base];
-          if (base === 4 || base === 5) seg = C.SS;
-        }
-        if (idx !== 4) off = (off + (regs[idx] << (sib >> 6))) | 0;
-      } else if (rm === 5 && mod === 0) {
-        off = this.fetch32();
-      } else {
-        off = regs[rm];
-        if (rm === 5) seg = C.SS;
+    if (rm === 4) {
+      const sib = this.fetch8();
+      const base = sib & 7;
+      const idx = (sib >> 3) & 7;
+      if (base === 5 && mod === 0) off = this.fetch32();
+      else {
+        off = regs[base];
+        if (base === 4 || base === 5) seg = C.SS;
       }
-      if (mod === 1) off = (off + this.fetchS8()) | 0;
-      else if (mod === 2) off = (off + this.fetch32()) | 0;
+      if (idx !== 4) off = (off + (regs[idx] << (sib >> 6))) | 0;
+    } else if (rm === 5 && mod === 0) {
+      off = this.fetch32();
     } else {
-      const r16 = this.r16;
-      switch (rm) {
-        case 0:
-          off = r16[6] + r16[12];
-          break;
-        case 1:
-          off = r16[6] + r16[14];
-          break;
-        case 2:
-          off = r16[10] + r16[12];
-          seg = C.SS;
-          break;
-        case 3:
-          off = r16[10] + r16[14];
-          seg = C.SS;
-          break;
-        case 4:
-          off = r16[12];
-          break;
-        case 5:
-          off = r16[14];
-          break;
-        case 6:
-          if (mod === 0) off = this.fetch16();
-          else {
-            off = r16[10];
-            seg = C.SS;
-          }
-          break;
-        default:
-          off = r16[6];
-      }
-      if (mod === 1) off += this.fetchS8();
-      else if (mod === 2) off += this.fetch16();
-      off &= 0xffff;
+      off = regs[rm];
+      if (rm === 5) seg = C.SS;
     }
+    if (mod === 1) off = (off + this.fetchS8()) | 0;
+    else if (mod === 2) off = (off + this.fetch32()) | 0;
     this.eaSeg = this.segOvr >= 0 ? this.segOvr : seg;
     this.eaOff = off;
+  }
+
+  /** @internal 16-bit addressing: BX/BP + SI/DI + disp. */
+  decodeEa16(): void {
+    const mod = this.mod;
+    const r16 = this.r16;
+    let seg = C.DS;
+    let off: number;
+    switch (this.rm) {
+      case 0:
+        off = r16[6] + r16[12];
+        break;
+      case 1:
+        off = r16[6] + r16[14];
+        break;
+      case 2:
+        off = r16[10] + r16[12];
+        seg = C.SS;
+        break;
+      case 3:
+        off = r16[10] + r16[14];
+        seg = C.SS;
+        break;
+      case 4:
+        off = r16[12];
+        break;
+      case 5:
+        off = r16[14];
+        break;
+      case 6:
+        if (mod === 0) off = this.fetch16();
+        else {
+          off = r16[10];
+          seg = C.SS;
+        }
+        break;
+      default:
+        off = r16[6];
+    }
+    if (mod === 1) off += this.fetchS8();
+    else if (mod === 2) off += this.fetch16();
+    this.eaSeg = this.segOvr >= 0 ? this.segOvr : seg;
+    this.eaOff = off & 0xffff;
   }
 
   /** Reads the ModRM r/m operand. */
@@ -1794,6 +1814,15 @@ export class Cpu {
    * @returns instructions retired
    */
   runSlice(budget: number): number {
+    Cpu.running = this;
+    try {
+      return this.runSliceInner(budget);
+    } finally {
+      Cpu.running = undefined;
+    }
+  }
+
+  private runSliceInner(budget: number): number {
     let n = 0;
     this.sliceCount = 0;
     this.exitRequested = false;
@@ -1815,13 +1844,10 @@ export class Cpu {
         }
       }
       try {
-        // The inner loop has no per-instruction bookkeeping beyond the counter.
-        do {
-          this.step();
-          this.sliceCount = ++n;
-        } while (this.attention === 0 && n < budget);
+        n = this.runInner(n, budget);
         if (singleStep && !this.halted) this.singleStepTrap();
       } catch (e) {
+        n = this.sliceCount;
         if (e === CPU_EXCEPTION) {
           this.sliceCount = ++n;
           this.faultRestore();
@@ -1838,6 +1864,19 @@ export class Cpu {
       }
     }
     this.instructions += n;
+    return n;
+  }
+
+  /**
+   * @internal The hot loop, kept free of try/catch so V8 optimizes it
+   * fully; `sliceCount` always holds the instructions completed, which the
+   * caller's handler uses when an instruction throws.
+   */
+  runInner(n: number, budget: number): number {
+    do {
+      this.step();
+      this.sliceCount = ++n;
+    } while (this.attention === 0 && n < budget);
     return n;
   }
 
@@ -1905,6 +1944,11 @@ export class Cpu {
       throw e;
     }
     return !this.halted;
+  }
+
+  /** The A20 gate (port 0x92 / 8042 output port): disabled, physical address bit 20 reads as 0. */
+  setA20(enabled: boolean): void {
+    this.mmu.setA20(enabled);
   }
 
   /** Application processors start in wait-for-SIPI: halted, ignoring INTR until {@link Cpu.startup}. */

@@ -243,7 +243,6 @@ export function farCall(cpu: Cpu, sel: number, off: number, size: number): void 
     const oldSs = cpu.segSel[C.SS];
     const oldEsp = cpu.regs[4];
     const oldStack32 = cpu.stack32;
-    const paramBytes = params * (gateSize === 2 ? 4 : 2);
     const paramBase = cpu.sp;
     const copied: number[] = [];
     for (let i = params - 1; i >= 0; i--) {
@@ -251,6 +250,7 @@ export function farCall(cpu: Cpu, sel: number, off: number, size: number): void 
       copied.push(cpu.read(gateSize, C.SS, o));
     }
     const [newSs, newEsp] = innerStack(cpu, tdpl, 0);
+    const savedSs = saveSeg(cpu, C.SS);
     loadInnerSs(cpu, newSs, tdpl, 0);
     cpu.regs[4] = newEsp;
     const n = gateSize === 2 ? 4 : 2;
@@ -258,7 +258,14 @@ export function farCall(cpu: Cpu, sel: number, off: number, size: number): void 
     const sp = cpu.sp;
     try {
       cpu.mmu.setUser(false);
-      cpu.mmu.probeWrite(cpu.lin(C.SS, cpu.stack32 ? (sp - total) | 0 : (sp - total) & 0xffff, total, true), total);
+      try {
+        cpu.mmu.probeWrite(cpu.lin(C.SS, cpu.stack32 ? (sp - total) | 0 : (sp - total) & 0xffff, total, true), total);
+      } catch (e) {
+        // The new stack cannot hold the frame: the fault is taken with the caller's SS:ESP (#SS names the new SS).
+        restoreSeg(cpu, C.SS, savedSs);
+        if (e === CPU_EXCEPTION && cpu.excVector === C.EXC_SS) cpu.raiseCode(C.EXC_SS, newSs & 0xfffc);
+        throw e;
+      }
       cpu.push(gateSize, oldSs);
       cpu.push(gateSize, oldEsp);
       for (const v of copied) cpu.push(gateSize, v);
@@ -267,7 +274,6 @@ export function farCall(cpu: Cpu, sel: number, off: number, size: number): void 
     } finally {
       cpu.mmu.setUser(cpu.cpl === 3);
     }
-    void paramBytes;
     dLo = codeLo;
     dHi = codeHi;
     dAddr = codeAddr;

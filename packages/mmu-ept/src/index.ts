@@ -11,6 +11,7 @@ export { Ept, EptError, EPT_READ, EPT_WRITE, EPT_EXEC, EPT_RWX, EPT_ACCESSED, EP
 export { PhysicalMemory, MemoryLayoutError, NOT_RAM, type EptViolationHandler, type PhysicalMemoryOptions } from "./physical-memory.js";
 export {
   Mmu,
+  type FetchWindow,
   PageFaultSignal,
   PAGE_FAULT,
   TLB_SIZE,

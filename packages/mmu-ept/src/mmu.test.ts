@@ -214,3 +214,18 @@ describe("Mmu: EPT composition and dirty logging", () => {
     expect(mmu.translate(0, ACCESS_WRITE, false)).toBe(0x3000);
   });
 });
+
+describe("Mmu: A20 gate", () => {
+  it("wraps physical bit 20 while the gate is disabled and flushes on changes", () => {
+    const { m, mmu } = setup();
+    m.writeU8(0x000010, 0x11);
+    m.writeU8(0x100010, 0x22);
+    expect(mmu.read8(0x100010)).toBe(0x22);
+    mmu.setA20(false);
+    expect(mmu.read8(0x100010)).toBe(0x11); // FFFF:0020 wraps to 0x10 like an 8086
+    mmu.write8(0x100011, 0x33);
+    expect(m.readU8(0x000011)).toBe(0x33);
+    mmu.setA20(true);
+    expect(mmu.read8(0x100010)).toBe(0x22);
+  });
+});

@@ -31,6 +31,12 @@ export const CR4_PAE = 1 << 5;
 /** CR4.PGE: global pages. */
 export const CR4_PGE = 1 << 7;
 
+/** A CPU's instruction-fetch window that the MMU closes when its fetch cache goes stale. */
+export interface FetchWindow {
+  /** Bytes in the window minus one; the MMU sets -1 (closed). */
+  winLen: number;
+}
+
 /** Entries of the direct-mapped software TLB (covers 64 MiB of distinct pages). */
 export const TLB_SIZE = 1 << 14;
 const TLB_MASK = TLB_SIZE - 1;
@@ -75,6 +81,13 @@ export class Mmu {
   /** PAE page-directory-pointer-table entries (lo, hi) loaded at the last CR3 load. */
   readonly pdpte = new Int32Array(8);
 
+  /**
+   * Mask applied to every guest-physical address: -1, or ~(1 << 20) while
+   * the A20 gate is disabled (the 8086 wrap-around the PC keeps for old
+   * real-mode code; the platform toggles it through port 0x92 or the 8042).
+   */
+  a20Mask = -1;
+
   /** Linear address of the last page fault (the CPU copies it to CR2). */
   faultAddress = 0;
   /** Error code of the last page fault. */
@@ -93,8 +106,16 @@ export class Mmu {
   fetchMem: Uint8Array = new Uint8Array(0);
   /** Byte offset of {@link Mmu.fetchVpn}'s page in {@link Mmu.fetchMem}. */
   fetchOff = 0;
+  /** Guest page number of {@link Mmu.fetchVpn}'s page. */
+  fetchGpn = 0;
   /** Incremented whenever the fetch cache is dropped, so a CPU's own copy of it can tell it is stale. */
   fetchGen = 0;
+  /**
+   * A CPU's copy of the fetch cache (its instruction-fetch window): closed
+   * (`winLen = -1`) whenever the fetch cache is dropped, so the CPU need
+   * not check {@link Mmu.fetchGen} per instruction.
+   */
+  fetchWindow: FetchWindow | undefined;
   /** Current read tags (supervisor or user set). */
   tagR = this.tagRS;
   /** Current write tags. */
@@ -133,11 +154,20 @@ export class Mmu {
     memory.onWriteProtect(() => this.flushWrites());
   }
 
+  /** Enables or disables the A20 gate; translations change, so the TLB is flushed. */
+  setA20(enabled: boolean): void {
+    const mask = enabled ? -1 : ~(1 << 20);
+    if (mask === this.a20Mask) return;
+    this.a20Mask = mask;
+    this.flushAll();
+  }
+
   /** Selects supervisor (CPL 0-2) or user (CPL 3) permission checks. */
   setUser(user: boolean): void {
     this.user = user;
     this.fetchVpn = -1;
     this.fetchGen++;
+    if (this.fetchWindow) this.fetchWindow.winLen = -1;
     this.tagR = user ? this.tagRU : this.tagRS;
     this.tagW = user ? this.tagWU : this.tagWS;
     this.tagX = user ? this.tagXU : this.tagXS;
@@ -241,6 +271,7 @@ export class Mmu {
   private clearEntry(i: number): void {
     this.fetchVpn = -1;
     this.fetchGen++;
+    if (this.fetchWindow) this.fetchWindow.winLen = -1;
     this.tagRS[i] = -1;
     this.tagRU[i] = -1;
     this.tagWS[i] = -1;
@@ -254,6 +285,7 @@ export class Mmu {
 
   /** Reads a 32-bit value at guest-physical `gpa` (through the EPT; MMIO goes to the bus). */
   physRead32(gpa: number): number {
+    if (this.a20Mask !== -1 && gpa < 0x100000000) gpa = (gpa & this.a20Mask) >>> 0;
     const mem = this.memory;
     const hpn = mem.resolve(Math.floor(gpa / 4096), EPT_READ);
     if (hpn === NOT_RAM) return mem.mmio ? mem.mmio.read(gpa, 4) | 0 : -1;
@@ -263,6 +295,7 @@ export class Mmu {
 
   /** Writes a 32-bit value at guest-physical `gpa` (A/D updates), dirty-logged. */
   physWrite32(gpa: number, value: number): void {
+    if (this.a20Mask !== -1 && gpa < 0x100000000) gpa = (gpa & this.a20Mask) >>> 0;
     const mem = this.memory;
     const gpn = Math.floor(gpa / 4096);
     const hpn = mem.resolve(gpn, EPT_WRITE);
@@ -389,6 +422,7 @@ export class Mmu {
         }
       }
     }
+    if (this.a20Mask !== -1 && gpa < 0x100000000) gpa = (gpa & this.a20Mask) >>> 0;
     this.fill(la >>> PAGE_SHIFT, Math.floor(gpa / 4096), access, uOk, wOk && wS, wOk && wU, xOk, global, large);
     return gpa;
   }
@@ -543,6 +577,7 @@ export class Mmu {
       this.fetchVpn = vpn;
       this.fetchMem = this.mem[i];
       this.fetchOff = this.off[i];
+      this.fetchGpn = this.gpnOf[i];
       return this.mem[i][this.off[i] + (la & 0xfff)];
     }
     return this.fetch8Slow(la);

@@ -36,6 +36,14 @@ describe("PhysicalMemory", () => {
     expect(m.resolve(0xf0, EPT_WRITE)).toBe(-1);
     expect(() => m.writeU8(0xf0000, 1)).toThrow(GuestMemoryError);
     expect(m.isRam(0xa0000, 1)).toBe(false);
+    // PAM-style shadowing: the ROM goes, RAM takes its place with the same contents.
+    expect(m.removeRom(0xf0000)).toBe(true);
+    m.setRamRegions([[0, 0x100000]]);
+    expect(m.readU8(0xffff0)).toBe(0);
+    m.write(0xf0000, new Uint8Array(0x10000).fill(0x90));
+    m.writeU8(0xf0000, 1);
+    expect(m.readU8(0xf0000)).toBe(1);
+    expect(m.removeRom(0xf0000)).toBe(false);
   });
 
   it("runs violation handlers first: write protection that logs and restores", () => {
@@ -64,6 +72,22 @@ describe("PhysicalMemory", () => {
     expect(bits[0]).toBe((1 << 3) | (1 << 7) | (1 << 8));
     expect(m.dirtyPages()).toEqual([]);
     expect(revoked).toBe(1);
+  });
+
+  it("write-protects code pages in every TLB and reports the first write to them", async () => {
+    const { Mmu } = await import("./mmu.js");
+    const m = new PhysicalMemory({ ramSize: 1 << 20 });
+    const mmu = new Mmu(m);
+    mmu.write32(0x6000, 1); // cached writable
+    const seen: number[] = [];
+    m.onCodeWrite((gpn) => seen.push(gpn));
+    m.protectCodePage(6);
+    mmu.write32(0x6004, 2); // the writable entry is gone: the write reaches the listener
+    mmu.write32(0x6008, 3); // the page is no longer marked: no second report
+    m.protectCodePage(6);
+    m.writeU8(0x6010, 4); // DMA too
+    expect(seen).toEqual([6, 6]);
+    expect(m.readU32(0x6004)).toBe(2);
   });
 
   it("saves and restores RAM contents, validating the data", () => {

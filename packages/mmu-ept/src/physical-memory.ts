@@ -160,6 +160,20 @@ export class PhysicalMemory implements GuestMemory, Snapshottable {
     }
   }
 
+  /**
+   * Removes the ROM mapped at `gpa` (e.g. when a chipset's PAM registers
+   * turn the BIOS area into RAM: remove the ROM, extend the RAM regions,
+   * copy the image into RAM). Returns false when no ROM starts there.
+   */
+  removeRom(gpa: number): boolean {
+    const base = gpa / PAGE_SIZE;
+    const rom = this.roms.find((r) => r.base === base);
+    if (!rom) return false;
+    this.roms = this.roms.filter((r) => r !== rom);
+    for (let g = rom.base; g < rom.end; g++) this.releasePage(g);
+    return true;
+  }
+
   /** Whether guest page `gpn` is in a RAM region. */
   isRamPage(gpn: number): boolean {
     for (const r of this.ram) if (gpn >= r.base && gpn < r.end) return true;
@@ -227,10 +241,22 @@ export class PhysicalMemory implements GuestMemory, Snapshottable {
     if (hpn >= 0) this.host.freePage(hpn);
   }
 
+  /**
+   * Marks guest page `gpn` as holding code a vCPU has compiled or cached:
+   * every TLB drops its writable entries, so each later write takes the
+   * slow path and reaches the {@link PhysicalMemory.onCodeWrite} listeners.
+   */
+  protectCodePage(gpn: number): void {
+    if (gpn >= this.trackedPages || this.codePages[gpn] !== 0) return;
+    this.codePages[gpn] = 1;
+    for (const l of this.writeProtectListeners) l();
+  }
+
   /** Marks `gpn` dirty; called by TLB write fills and DMA writes. */
   markDirty(gpn: number): void {
     if (gpn < this.trackedPages) this.dirty[gpn >>> 5] |= 1 << (gpn & 31);
     if (gpn < this.trackedPages && this.codePages[gpn] !== 0) {
+      this.codePages[gpn] = 0; // listeners drop what they cached; writes may be fast again
       for (const l of this.codeWriteListeners) l(gpn);
     }
   }

@@ -366,6 +366,11 @@ function oneCase(rng: Rng): DiffCase {
         "mov ebp, esp\n  enter 8, 3\n  mov eax, [esp]\n  mov ebx, [esp+4]\n  leave",
         "mov ebp, esp\n  enter 4, 1\n  leave",
         "push ax\n  pop word [win+2]",
+        "mov eax, ds\n  mov ebx, cs\n  mov ecx, ss",
+        "push ds\n  pop es\n  mov edx, es",
+        "mov ax, ds\n  mov es, ax\n  mov [win], es",
+        "push es\n  pop eax",
+        "push word ss\n  pop word [win+6]",
       ]);
       c.asm = seq;
       return c;

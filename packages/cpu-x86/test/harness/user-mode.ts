@@ -15,8 +15,11 @@ export interface UserRun {
   cpu: Cpu;
 }
 
-const FLAT_CODE3 = { selector: 0x1b, base: 0, limit: 0xffffffff, access: 0xfb, flags: 0xc };
-const FLAT_DATA3 = { selector: 0x23, base: 0, limit: 0xffffffff, access: 0xf3, flags: 0xc };
+// Linux's 32-bit user selectors (__USER32_CS = 0x23, __USER_DS = 0x2b), backed by a GDT so
+// that segment loads behave as natively.
+const FLAT_CODE3 = { selector: 0x23, base: 0, limit: 0xffffffff, access: 0xfb, flags: 0xc };
+const FLAT_DATA3 = { selector: 0x2b, base: 0, limit: 0xffffffff, access: 0xf3, flags: 0xc };
+const GDT = 0x3000;
 
 /** Loads and runs `elf`; throws if it does not exit within `maxInstructions`. */
 export function runUserElf(elf: Uint8Array, maxInstructions = 50_000_000): UserRun {
@@ -31,6 +34,10 @@ export function runUserElf(elf: Uint8Array, maxInstructions = 50_000_000): UserR
     },
   });
   const image = loadElf32(elf, memory);
+  memory.writeU32(GDT + 4 * 8, 0x0000ffff);
+  memory.writeU32(GDT + 4 * 8 + 4, 0x00cffb00);
+  memory.writeU32(GDT + 5 * 8, 0x0000ffff);
+  memory.writeU32(GDT + 5 * 8 + 4, 0x00cff300);
   cpu.reset();
   cpu.cr0 = 0x60000011;
   cpu.cpl = 3;
@@ -38,6 +45,8 @@ export function runUserElf(elf: Uint8Array, maxInstructions = 50_000_000): UserR
   for (const s of [0, 2, 3]) cpu.setSegCache(s, FLAT_DATA3.selector, 0, -1, FLAT_DATA3.access | (FLAT_DATA3.flags << 12));
   cpu.setSegCache(4, 0, 0, 0, 0x10000);
   cpu.setSegCache(5, 0, 0, 0, 0x10000);
+  cpu.gdtBase = GDT;
+  cpu.gdtLimit = 16 * 8 - 1;
   cpu.updateCpl();
   cpu.updatePaging();
   cpu.setFlagsRaw(0x202);
