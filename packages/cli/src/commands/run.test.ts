@@ -25,8 +25,17 @@ describe("typevisor run arguments", () => {
   });
 
   it("parses every option", () => {
-    const o = parseRunArgs(["--kernel", "k", "--initrd", "i", "--append", "console=ttyS0", "--memory", "1G", "--smp", "2", "--serial", "file:/tmp/s", "--debugcon", "stdio", "--no-reboot", "--timeout", "1.5", "--deterministic"]);
-    expect(o).toEqual({ kernel: "k", initrd: "i", append: "console=ttyS0", exec: undefined, memory: 2 ** 30, smp: 2, serial: { kind: "file", path: "/tmp/s" }, debugcon: { kind: "stdio" }, noReboot: true, timeout: 1.5, deterministic: true });
+    const o = parseRunArgs([
+      "--kernel", "k", "--initrd", "i", "--append", "console=ttyS0", "--memory", "1G", "--smp", "2", "--serial", "file:/tmp/s",
+      "--debugcon", "stdio", "--no-reboot", "--timeout", "1.5", "--deterministic",
+      "--disk", "a.qcow2", "--disk", "b.img,format=raw,readonly", "--console", "none", "--rng", "--net", "switch=lan,mac=52:54:00:00:00:02",
+    ]);
+    expect(o).toEqual({
+      kernel: "k", initrd: "i", append: "console=ttyS0", exec: undefined, memory: 2 ** 30, smp: 2, serial: { kind: "file", path: "/tmp/s" },
+      debugcon: { kind: "stdio" }, noReboot: true, timeout: 1.5, deterministic: true,
+      disks: [{ path: "a.qcow2", format: undefined, readOnly: false }, { path: "b.img", format: "raw", readOnly: true }],
+      console: { kind: "none" }, rng: true, nets: [{ switch: "lan", mac: "52:54:00:00:00:02", pcap: undefined }],
+    });
   });
 
   it("rejects misuse with status 2 and a message naming the option", async () => {
@@ -38,6 +47,8 @@ describe("typevisor run arguments", () => {
       [["--serial", "tcp:1"], "--serial must be"],
       [["--kernel", "k", "--exec", "ls"], "--exec works with the default guest"],
       [["--frob"], "Unknown option"],
+      [["--disk", "x.img,format=vmdk"], "format must be qcow2 or raw"],
+      [["--net", "mac=01:00:00:00:00:01,switch=a"], "multicast"],
     ] as const) {
       const c = capture();
       expect(await main(["run", ...args], c.io)).toBe(RUN_STATUS.usage);

@@ -2,7 +2,9 @@ import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { createMachine, parseSize, type Plugin, type StopInfo } from "@typevisor/hv-core";
 import { x86Cpu } from "@typevisor/cpu-x86";
-import { busyboxInitramfs, fetchDebianGuest, linuxBoot, multibootBoot, parseBzImage, pcPlatform } from "@typevisor/pc";
+import { busyboxInitramfs, fetchDebianGuest, linuxBoot, moduleClosure, multibootBoot, parseBzImage, pcPlatform } from "@typevisor/pc";
+import { openImage } from "@typevisor/qcow2";
+import { parseDiskOption, parseNetOption, PcapWriter, virtioBlk, virtioConsole, virtioNet, virtioRng, type DiskOption, type NetOption } from "@typevisor/virtio";
 import { CommandError, type Command, type CommandIo } from "../command.js";
 import { bufferedSerial, type BufferedSerial } from "./run-serial.js";
 import { ConsoleEscape } from "./run-escape.js";
@@ -23,6 +25,15 @@ options:
   --smp N            number of vCPUs (default 1)
   --serial WHERE     COM1: stdio (default), file:PATH, or none
   --debugcon WHERE   port 0xE9 debug console: none (default), stdio, file:PATH
+  --disk FILE[,format=qcow2|raw][,readonly]
+                     a virtio-blk disk (repeatable; /dev/vda, /dev/vdb, ...)
+  --console WHERE    a virtio console (hvc0): stdio, file:PATH or none
+                     (default); with stdio the default guest uses it as its
+                     console and the serial port goes quiet
+  --rng              a virtio-rng device fed from the host's random source
+  --net switch=NAME[,mac=MAC][,pcap=FILE]
+                     a virtio-net NIC on the in-process switch NAME
+                     (repeatable), optionally captured to a pcap file
   --no-reboot        exit instead of rebooting (guest reboot: status 0;
                      triple fault: status 3 with the reason)
   --timeout SECONDS  stop the guest after SECONDS (status 124)
@@ -85,6 +96,10 @@ export interface RunOptions {
   noReboot: boolean;
   timeout?: number;
   deterministic: boolean;
+  disks: DiskOption[];
+  console: Sink;
+  rng: boolean;
+  nets: NetOption[];
 }
 
 /** Parses `typevisor run` arguments; throws CommandError (status 2) on misuse. */
@@ -107,6 +122,10 @@ export function parseRunArgs(argv: string[]): RunOptions | "help" {
         "no-reboot": { type: "boolean" },
         timeout: { type: "string" },
         deterministic: { type: "boolean" },
+        disk: { type: "string", multiple: true },
+        console: { type: "string" },
+        rng: { type: "boolean" },
+        net: { type: "string", multiple: true },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -128,6 +147,15 @@ export function parseRunArgs(argv: string[]): RunOptions | "help" {
     timeout = Number(values.timeout);
     if (!(timeout > 0)) throw new CommandError(`--timeout must be a positive number of seconds (got '${values.timeout}')`, 2);
   }
+  const option = <T>(parse: () => T): T => {
+    try {
+      return parse();
+    } catch (e) {
+      throw new CommandError((e as Error).message, 2);
+    }
+  };
+  const disks = (values.disk ?? []).map((d) => option(() => parseDiskOption(d)));
+  const nets = (values.net ?? []).map((n) => option(() => parseNetOption(n)));
   if (values.exec !== undefined && values.kernel !== undefined) throw new CommandError("--exec works with the default guest only (drop --kernel, or put tv.exec=... in --append)", 2);
   return {
     kernel: values.kernel,
@@ -141,7 +169,22 @@ export function parseRunArgs(argv: string[]): RunOptions | "help" {
     noReboot: values["no-reboot"] ?? false,
     timeout,
     deterministic: values.deterministic ?? false,
+    disks,
+    console: parseSink("console", values.console, { kind: "none" }),
+    rng: values.rng ?? false,
+    nets,
   };
+}
+
+/** The guest kernel modules the requested virtio devices need (Debian builds them as modules). */
+function virtioModulesFor(o: RunOptions): string[] {
+  const names: string[] = [];
+  if (o.disks.length || o.console.kind !== "none" || o.rng || o.nets.length) names.push("virtio_pci");
+  if (o.disks.length) names.push("virtio_blk");
+  if (o.console.kind !== "none") names.push("virtio_console");
+  if (o.rng) names.push("virtio_rng");
+  if (o.nets.length) names.push("virtio_net");
+  return names;
 }
 
 /** Quotes `cmd` for the kernel command line's `tv.exec="..."` (the guest's /init reads it). */
@@ -173,8 +216,17 @@ async function resolveBoot(o: RunOptions, io: CommandIo): Promise<BootImage> {
   // The default guest: Debian's i386 kernel and a busybox initramfs.
   const guest = await fetchDebianGuest({ onProgress: (line) => io.stderr.write(`typevisor run: ${line}\n`) });
   const kernel = await readFile(guest.kernel);
-  const initrd = o.initrd === undefined ? await busyboxInitramfs({ busybox: await readFile(guest.busybox) }).toGzip() : await readFile(o.initrd);
-  const base = o.append ?? "console=ttyS0 quiet";
+  let initrd: Uint8Array;
+  if (o.initrd !== undefined) initrd = await readFile(o.initrd);
+  else {
+    const wanted = virtioModulesFor(o);
+    const files: Record<string, Uint8Array> = {};
+    for (const m of wanted.length ? moduleClosure(guest.modules, wanted) : []) {
+      files[`lib/modules/${guest.kernelRelease}/${m.path}`] = await readFile(`${guest.modules}/${m.path}`);
+    }
+    initrd = await busyboxInitramfs({ busybox: await readFile(guest.busybox), files, modules: wanted }).toGzip();
+  }
+  const base = o.append ?? (o.console.kind === "stdio" ? "console=hvc0 quiet" : "console=ttyS0 quiet");
   return { kind: "bzimage", kernel, initrd, cmdline: o.exec === undefined ? base : `${base} ${execParam(o.exec)}` };
 }
 
@@ -209,7 +261,9 @@ async function run(argv: string[], io: CommandIo): Promise<number> {
   const boot = await resolveBoot(o, io);
 
   const stdin = io.stdin as NodeJS.ReadStream;
-  const interactive = o.serial.kind === "stdio" && stdin.isTTY === true && typeof stdin.setRawMode === "function";
+  // Terminal input goes to the virtio console when it is on stdio, else to the serial port.
+  const inputOnStdio = o.serial.kind === "stdio" || o.console.kind === "stdio";
+  const interactive = inputOnStdio && stdin.isTTY === true && typeof stdin.setRawMode === "function";
   const sinks: BufferedSerial[] = [];
   const open = (sink: Sink): BufferedSerial | undefined => {
     if (sink.kind === "none") return undefined;
@@ -217,13 +271,26 @@ async function run(argv: string[], io: CommandIo): Promise<number> {
     sinks.push(s);
     return s;
   };
-  const serial = open(o.serial);
+  const serialSink = o.console.kind === "stdio" && o.serial.kind === "stdio" && o.kernel === undefined ? ({ kind: "none" } as Sink) : o.serial;
+  const serial = open(serialSink);
+  const hvc = open(o.console);
   const debugcon = o.debugcon.kind === "stdio" && serial && o.serial.kind === "stdio" ? serial : open(o.debugcon);
 
   const plugins: Plugin[] = [
     x86Cpu({ vcpus: o.smp, onTripleFault: o.noReboot ? "shutdown" : "reset" }),
     pcPlatform({ serial: serial ?? null, debugcon: debugcon ? (b) => debugcon.writeByte(b) : undefined }),
   ];
+  // virtio devices on the PCI bus, where Linux's virtio_pci finds them.
+  for (const [i, d] of o.disks.entries()) {
+    const disk = await openImage(d.path, { format: d.format, readOnly: d.readOnly });
+    plugins.push(virtioBlk({ disk, readOnly: d.readOnly, transport: "pci", id: String(i), serial: `disk${i}` }));
+  }
+  if (hvc) plugins.push(virtioConsole({ backend: hvc, transport: "pci" }));
+  if (o.rng) plugins.push(virtioRng({ transport: "pci" }));
+  for (const [i, n] of o.nets.entries()) {
+    const pcap = n.pcap ? await PcapWriter.createFile(n.pcap) : undefined;
+    plugins.push(virtioNet({ switch: n.switch, mac: n.mac, pcap, transport: "pci", id: String(i) }));
+  }
   const vm = await createMachine({
     memory: o.memory,
     plugins,
@@ -232,17 +299,18 @@ async function run(argv: string[], io: CommandIo): Promise<number> {
   });
 
   // Console input: raw terminal with the Ctrl-A escape, or plain forwarding.
+  const input = o.console.kind === "stdio" ? hvc : serial;
   const escape = new ConsoleEscape({
-    send: (bytes) => serial?.receive(bytes),
+    send: (bytes) => input?.receive(bytes),
     quit: () => void vm.stop({ reason: "user", message: "quit from the console" }),
     help: (text) => io.stderr.write(text),
   });
   const onData = (chunk: Buffer | string): void => {
     const bytes = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
     if (interactive) escape.input(bytes);
-    else serial?.receive(bytes);
+    else input?.receive(bytes);
   };
-  if (o.serial.kind === "stdio") {
+  if (inputOnStdio) {
     if (interactive) stdin.setRawMode(true);
     stdin.on("data", onData);
     stdin.resume();
@@ -262,7 +330,7 @@ async function run(argv: string[], io: CommandIo): Promise<number> {
     if (timer) clearTimeout(timer);
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
-    if (o.serial.kind === "stdio") {
+    if (inputOnStdio) {
       stdin.off("data", onData);
       if (interactive) stdin.setRawMode(false);
       stdin.pause();
