@@ -2,51 +2,27 @@
 // `typevisor run` and checks what the guest itself reports. The guest is
 // fetched once (apt-get download into the cache) like `typevisor guest fetch`.
 import { createHash } from "node:crypto";
-import { PassThrough } from "node:stream";
 import { beforeAll, expect, it } from "vitest";
 import { fetchDebianGuest, type DebianGuest } from "@typevisor/pc";
 import { describeWithTools } from "@typevisor/test-support";
-import { main } from "../src/main.js";
-
-/** Runs `typevisor run` with `args`, returning status, stdout and stderr. */
-async function run(args: string[]): Promise<{ status: number; out: string; err: string; arrivals: { at: number; length: number }[] }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = "";
-  let err = "";
-  const arrivals: { at: number; length: number }[] = [];
-  stdout.on("data", (d) => {
-    out += d;
-    arrivals.push({ at: Date.now(), length: out.length });
-  });
-  stderr.on("data", (d) => (err += d));
-  const status = await main(["run", ...args], { stdout, stderr, stdin: new PassThrough() });
-  return { status, out, err, arrivals };
-}
-
-/** The text between `BEGIN name` and `END name` markers the guest printed. */
-function section(out: string, name: string): string {
-  const m = new RegExp(`BEGIN ${name}\\r?\\n([\\s\\S]*?)END ${name}`).exec(out);
-  if (!m) throw new Error(`the guest printed no ${name} section:\n${out.slice(-3000)}`);
-  return m[1];
-}
+import { probe, runGuest, section, type GuestRun } from "./guest-run.js";
 
 describeWithTools(["apt-get", "dpkg"], "Debian Linux guest on typevisor", () => {
   let guest: DebianGuest;
-  let result: Awaited<ReturnType<typeof run>>;
+  let result: GuestRun;
 
   beforeAll(async () => {
     guest = await fetchDebianGuest();
     // One boot runs every probe; each section is delimited so a failure names it.
     const script = [
-      "echo BEGIN uname; uname -r; echo END uname",
-      "echo BEGIN cpuinfo; cat /proc/cpuinfo; echo END cpuinfo",
-      "echo BEGIN date; date +%s; echo END date",
-      "echo BEGIN sha; yes typevisor | head -c 4194304 | sha256sum; echo END sha",
-      "echo BEGIN sort; seq 1 5000 | sort -r | head -n 3; echo END sort",
-      "echo BEGIN interrupts; cat /proc/interrupts; echo END interrupts",
+      probe("uname", "uname -r"),
+      probe("cpuinfo", "cat /proc/cpuinfo"),
+      probe("date", "date +%s"),
+      probe("sha", "yes typevisor | head -c 4194304 | sha256sum"),
+      probe("sort", "seq 1 5000 | sort -r | head -n 3"),
+      probe("interrupts", "cat /proc/interrupts"),
     ].join("; ");
-    result = await run(["--exec", script, "--append", "console=ttyS0", "--no-reboot", "--timeout", "1500"]);
+    result = await runGuest(["--exec", script, "--append", "console=ttyS0", "--no-reboot", "--timeout", "1500"]);
   }, 1_600_000);
 
   it("powers off cleanly with status 0", () => {

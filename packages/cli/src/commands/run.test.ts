@@ -21,7 +21,7 @@ function capture() {
 describe("typevisor run arguments", () => {
   it("has defaults a newcomer expects", () => {
     const o = parseRunArgs([]);
-    expect(o).toMatchObject({ memory: 256 * 2 ** 20, smp: 1, serial: { kind: "stdio" }, debugcon: { kind: "none" }, noReboot: false, deterministic: false });
+    expect(o).toMatchObject({ modules: [], memory: 256 * 2 ** 20, smp: 1, serial: { kind: "stdio" }, debugcon: { kind: "none" }, noReboot: false, deterministic: false });
   });
 
   it("parses every option", () => {
@@ -31,7 +31,7 @@ describe("typevisor run arguments", () => {
       "--disk", "a.qcow2", "--disk", "b.img,format=raw,readonly", "--console", "none", "--rng", "--net", "switch=lan,mac=52:54:00:00:00:02",
     ]);
     expect(o).toEqual({
-      kernel: "k", initrd: "i", append: "console=ttyS0", exec: undefined, memory: 2 ** 30, smp: 2, serial: { kind: "file", path: "/tmp/s" },
+      kernel: "k", initrd: "i", append: "console=ttyS0", exec: undefined, modules: [], memory: 2 ** 30, smp: 2, serial: { kind: "file", path: "/tmp/s" },
       debugcon: { kind: "stdio" }, noReboot: true, timeout: 1.5, deterministic: true,
       disks: [{ path: "a.qcow2", format: undefined, readOnly: false }, { path: "b.img", format: "raw", readOnly: true }],
       console: { kind: "none" }, rng: true, nets: [{ switch: "lan", mac: "52:54:00:00:00:02", pcap: undefined }],
@@ -48,6 +48,8 @@ describe("typevisor run arguments", () => {
       [["--kernel", "k", "--exec", "ls"], "--exec works with the default guest"],
       [["--frob"], "Unknown option"],
       [["--disk", "x.img,format=vmdk"], "format must be qcow2 or raw"],
+      [["--modules", "ext4;rm"], "--modules takes module names"],
+      [["--kernel", "k", "--modules", "ext4"], "--modules works with the default guest only"],
       [["--net", "mac=01:00:00:00:00:01,switch=a"], "multicast"],
     ] as const) {
       const c = capture();

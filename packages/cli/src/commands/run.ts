@@ -21,6 +21,9 @@ options:
   --initrd FILE      initial ramdisk (Linux), or first module (multiboot)
   --append STR       kernel command line
   --exec CMD         default guest only: run CMD in the guest, then power off
+  --modules LIST     default guest only: also carry and load these kernel
+                     modules (comma-separated, e.g. ext4), with their
+                     dependencies
   --memory SIZE      guest RAM, e.g. 256M, 1G (default 256M)
   --smp N            number of vCPUs (default 1)
   --serial WHERE     COM1: stdio (default), file:PATH, or none
@@ -89,6 +92,7 @@ export interface RunOptions {
   initrd?: string;
   append?: string;
   exec?: string;
+  modules: string[];
   memory: number;
   smp: number;
   serial: Sink;
@@ -115,6 +119,7 @@ export function parseRunArgs(argv: string[]): RunOptions | "help" {
         initrd: { type: "string" },
         append: { type: "string" },
         exec: { type: "string" },
+        modules: { type: "string" },
         memory: { type: "string", short: "m" },
         smp: { type: "string" },
         serial: { type: "string" },
@@ -156,12 +161,16 @@ export function parseRunArgs(argv: string[]): RunOptions | "help" {
   };
   const disks = (values.disk ?? []).map((d) => option(() => parseDiskOption(d)));
   const nets = (values.net ?? []).map((n) => option(() => parseNetOption(n)));
+  const modules = (values.modules ?? "").split(",").map((m) => m.trim()).filter(Boolean);
+  if (modules.some((m) => !/^[A-Za-z0-9_-]+$/.test(m))) throw new CommandError(`--modules takes module names separated by commas (got '${values.modules}')`, 2);
+  if (modules.length && values.kernel !== undefined) throw new CommandError("--modules works with the default guest only", 2);
   if (values.exec !== undefined && values.kernel !== undefined) throw new CommandError("--exec works with the default guest only (drop --kernel, or put tv.exec=... in --append)", 2);
   return {
     kernel: values.kernel,
     initrd: values.initrd,
     append: values.append,
     exec: values.exec,
+    modules,
     memory,
     smp,
     serial: parseSink("serial", values.serial, { kind: "stdio" }),
@@ -176,7 +185,7 @@ export function parseRunArgs(argv: string[]): RunOptions | "help" {
   };
 }
 
-/** The guest kernel modules the requested virtio devices need (Debian builds them as modules). */
+/** The guest kernel modules to load: those the virtio devices need (Debian builds them as modules), then the user's. */
 function virtioModulesFor(o: RunOptions): string[] {
   const names: string[] = [];
   if (o.disks.length || o.console.kind !== "none" || o.rng || o.nets.length) names.push("virtio_pci");
@@ -184,7 +193,7 @@ function virtioModulesFor(o: RunOptions): string[] {
   if (o.console.kind !== "none") names.push("virtio_console");
   if (o.rng) names.push("virtio_rng");
   if (o.nets.length) names.push("virtio_net");
-  return names;
+  return [...names, ...o.modules];
 }
 
 /** Quotes `cmd` for the kernel command line's `tv.exec="..."` (the guest's /init reads it). */
