@@ -1,16 +1,13 @@
 #!/usr/bin/env node
-// `npm start`: the project's main job. Booting a guest needs the x86 CPU and
-// the PC platform, which are not there yet; until they land this reports
-// what is built so nobody mistakes the state of the project.
-import { readdirSync, existsSync, readFileSync } from "node:fs";
+// `npm start`: the main job — boot the default VM. `typevisor run` with no
+// kernel fetches Debian's i386 kernel and busybox once (apt-get download into
+// a private cache), builds the guest initramfs and boots it to a shell on the
+// serial console. Arguments after `npm start --` go to `typevisor run`
+// (e.g. `npm start -- --exec "uname -a"`; `npm start -- --help`).
+import { spawnSync } from "node:child_process";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const pkgs = readdirSync(join(root, "packages")).filter((d) => existsSync(join(root, "packages", d, "package.json")));
-console.log("typevisor: built packages:");
-for (const d of pkgs) {
-  const p = JSON.parse(readFileSync(join(root, "packages", d, "package.json"), "utf8"));
-  console.log(`  ${p.name}@${p.version}  ${p.description}`);
-}
-console.log("\nBooting a guest needs @typevisor/cpu-x86 and @typevisor/pc, which have not landed yet.");
+const r = spawnSync(process.execPath, [join(root, "packages", "cli", "dist", "bin.js"), "run", ...process.argv.slice(2)], { stdio: "inherit" });
+process.exit(r.status ?? 1);

@@ -3,9 +3,9 @@
 // must agree. They cover exceptions and error codes, protection checks,
 // privilege transitions through gates, SYSENTER/SYSEXIT, task switches,
 // virtual-8086 mode, paging, #DF and triple fault, self-modifying code
-// through page aliases, faults that restart in the middle of a block, and
-// the FPU as an operating system sees it (CR0.EM/MP/TS/NE, CR4.OSFXSR,
-// FXSAVE alignment).
+// through page aliases, faults that restart in the middle of a block, and the
+// FPU as an operating system sees it (CR0.EM/MP/TS/NE, CR4.OSFXSR, FXSAVE
+// alignment).
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";

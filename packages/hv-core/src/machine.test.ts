@@ -178,6 +178,20 @@ describe("Machine lifecycle", () => {
     expect(resets).toEqual([1]);
   });
 
+  it("turns reset requests into a reboot stop with resetAction stop", async () => {
+    const m = new Machine({ resetAction: "stop" });
+    const cpu = new CountingCpu(m);
+    m.addVcpu(cpu);
+    let resets = 0;
+    m.onReset(() => resets++);
+    m.start();
+    await new Promise((r) => setTimeout(r, 5));
+    m.requestReset();
+    const info = await m.stopped;
+    expect(info.reason).toBe("reboot");
+    expect(resets).toBe(0);
+  });
+
   it("reports a host-side error as an error stop", async () => {
     const m = new Machine();
     m.addVcpu({ index: 0, halted: false, runSlice: () => { throw new Error("decoder bug"); }, requestExit() {}, reset() {} });

@@ -18,12 +18,13 @@ export type MachineState = "created" | "running" | "paused" | "stopped";
 /**
  * Why a machine stopped. Well-known reasons: `poweroff` (ACPI/guest),
  * `exit` (isa-debug-exit and similar, with `exitCode`), `shutdown` (triple
- * fault with reboot disabled), `timeout`, `error` (a host-side failure),
+ * fault), `reboot` (a reset request with `resetAction: "stop"`), `timeout`,
+ * `error` (a host-side failure),
  * `user` (stopped by the embedding program).
  */
 export interface StopInfo {
   /** The reason, e.g. `"poweroff"`. */
-  readonly reason: "poweroff" | "exit" | "shutdown" | "timeout" | "error" | "user" | (string & {});
+  readonly reason: "poweroff" | "exit" | "shutdown" | "reboot" | "timeout" | "error" | "user" | (string & {});
   /** Exit status for `exit` stops. */
   readonly exitCode?: number;
   /** Human-readable detail. */
@@ -79,6 +80,12 @@ export interface MachineOptions {
   yieldEveryMs?: number;
   /** Machine name for messages. */
   name?: string;
+  /**
+   * What a reset request (guest reboot, triple fault with reset policy) does:
+   * `reset` the machine (default, as a PC does) or `stop` it with reason
+   * `reboot` (QEMU's `-no-reboot`).
+   */
+  resetAction?: "reset" | "stop";
 }
 
 const setImmediateCompat: (fn: () => void) => void =
@@ -131,6 +138,7 @@ export class Machine {
   private stateValue: MachineState = "created";
   private readonly sliceInstructions: number;
   private readonly yieldEveryMs: number;
+  private readonly resetAction: "reset" | "stop";
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
   private pendingStop: StopInfo | undefined;
@@ -150,6 +158,7 @@ export class Machine {
     this.irqs = new InterruptLines(() => this.kick());
     this.sliceInstructions = options.sliceInstructions ?? 100_000;
     this.yieldEveryMs = options.yieldEveryMs ?? 8;
+    this.resetAction = options.resetAction ?? "reset";
     this.stopped = new Promise((resolve) => (this.resolveStopped = resolve));
   }
 
@@ -245,8 +254,15 @@ export class Machine {
     return this.stopInfo!;
   }
 
-  /** Asks for a machine reset (reboot) at the next instruction boundary. */
+  /**
+   * Asks for a machine reset (reboot) at the next instruction boundary, or,
+   * with `resetAction: "stop"`, stops the machine with reason `reboot`.
+   */
   requestReset(): void {
+    if (this.resetAction === "stop") {
+      this.requestStop({ reason: "reboot", message: "the guest asked for a reset" });
+      return;
+    }
     this.resetRequested = true;
     for (const v of this.vcpus) v.requestExit();
     this.kick();

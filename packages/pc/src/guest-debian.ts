@@ -180,6 +180,7 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /tmp
 hostname typevisor
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root TERM=\${TERM:-vt100}
+[ -d /lib/modules ] && depmod
 if [ -f /etc/modules ]; then
   while read -r mod args; do
     case "$mod" in ""|\\#*) continue ;; esac

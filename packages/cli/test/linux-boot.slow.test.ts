@@ -1,0 +1,73 @@
+// Boots Debian's i386 kernel with the busybox initramfs through
+// `typevisor run` and checks what the guest itself reports. The guest is
+// fetched once (apt-get download into the cache) like `typevisor guest fetch`.
+import { createHash } from "node:crypto";
+import { beforeAll, expect, it } from "vitest";
+import { fetchDebianGuest, type DebianGuest } from "@typevisor/pc";
+import { describeWithTools } from "@typevisor/test-support";
+import { probe, runGuest, section, type GuestRun } from "./guest-run.js";
+
+describeWithTools(["apt-get", "dpkg"], "Debian Linux guest on typevisor", () => {
+  let guest: DebianGuest;
+  let result: GuestRun;
+
+  beforeAll(async () => {
+    guest = await fetchDebianGuest();
+    // One boot runs every probe; each section is delimited so a failure names it.
+    const script = [
+      probe("uname", "uname -r"),
+      probe("cpuinfo", "cat /proc/cpuinfo"),
+      probe("date", "date +%s"),
+      probe("sha", "yes typevisor | head -c 4194304 | sha256sum"),
+      probe("sort", "seq 1 5000 | sort -r | head -n 3"),
+      probe("interrupts", "cat /proc/interrupts"),
+    ].join("; ");
+    result = await runGuest(["--exec", script, "--append", "console=ttyS0", "--no-reboot", "--timeout", "1500"]);
+  }, 1_600_000);
+
+  it("powers off cleanly with status 0", () => {
+    expect(result.err).toBe("");
+    expect(result.out).toContain("reboot: Power down");
+    expect(result.status).toBe(0);
+  });
+
+  it("runs the Debian kernel it was given", () => {
+    expect(section(result.out, "uname").trim()).toBe(guest.kernelRelease);
+    expect(result.out).toMatch(/Linux version 6\.\d+\.\d+-\d+-686/);
+  });
+
+  it("reports a CPU with an FPU and the features CPUID advertises", () => {
+    const cpuinfo = section(result.out, "cpuinfo");
+    expect(cpuinfo).toMatch(/^fpu\s*: yes/m);
+    const flags = /^flags\s*: (.*)$/m.exec(cpuinfo)![1].split(" ");
+    for (const f of ["fpu", "tsc", "cx8", "cmov", "mmx", "fxsr", "sse", "sse2"]) expect(flags).toContain(f);
+  });
+
+  it("takes timer and serial interrupts", () => {
+    const lines = section(result.out, "interrupts").split("\n");
+    const count = (name: string): number => {
+      const line = lines.find((l) => new RegExp(`\\s${name}\\s*$`).test(l.trimEnd()));
+      if (!line) throw new Error(`no ${name} line in /proc/interrupts:\n${lines.join("\n")}`);
+      return Number(line.trim().split(/\s+/)[1]);
+    };
+    expect(count("timer")).toBeGreaterThan(100);
+    expect(count("ttyS0")).toBeGreaterThan(0);
+  });
+
+  it("keeps the host's date (RTC read at boot, then the timer)", () => {
+    const guestTime = Number(section(result.out, "date").trim());
+    // Host time when the guest's answer reached us.
+    const end = result.out.indexOf("END date");
+    const hostTime = result.arrivals.find((a) => a.length > end)!.at / 1000;
+    expect(Math.abs(guestTime - hostTime)).toBeLessThan(5);
+  });
+
+  it("computes what the host computes (sha256sum over 4 MiB, sort)", () => {
+    const data = Buffer.alloc(4194304);
+    const line = Buffer.from("typevisor\n");
+    for (let i = 0; i < data.length; i++) data[i] = line[i % line.length];
+    const expected = createHash("sha256").update(data).digest("hex");
+    expect(section(result.out, "sha").trim()).toBe(`${expected}  -`);
+    expect(section(result.out, "sort").trim().split(/\r?\n/)).toEqual(["999", "998", "997"]);
+  });
+});
