@@ -135,6 +135,8 @@ export const GS = 5;
 
 /** MSR numbers (Intel SDM Vol. 4). */
 export const MSR_TSC = 0x10;
+/** IA32_TSC_ADJUST (SDM Vol. 4 table 2-2, address 3BH). */
+export const MSR_TSC_ADJUST = 0x3b;
 /** IA32_APIC_BASE */
 export const MSR_APIC_BASE = 0x1b;
 /** IA32_SYSENTER_CS */

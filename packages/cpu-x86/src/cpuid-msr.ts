@@ -22,6 +22,23 @@ export const CORE_FEATURES_EDX =
 /** CPUID.80000001H:EDX: NX (execute-disable with PAE). */
 export const CORE_EXT_FEATURES_EDX = 1 << 20;
 
+/** Highest basic CPUID leaf: 16H, the TSC and processor frequency leaves. */
+export const CPUID_MAX_BASIC_LEAF = 0x16;
+
+/** CPUID.(EAX=07H,ECX=0):EBX bit 1: the IA32_TSC_ADJUST MSR exists. */
+export const CPUID_7_TSC_ADJUST = 1 << 1;
+
+/** CPUID.80000007H:EDX bit 8: invariant TSC (constant rate, runs in every C-state). */
+export const CPUID_INVARIANT_TSC = 1 << 8;
+
+/**
+ * The TSC rate. The TSC counts the machine's virtual nanoseconds, so it
+ * runs at exactly 1 GHz; CPUID 15H reports it as a 1 GHz "crystal" with a
+ * 1/1 ratio, and the local APIC timer counts the same clock (SDM Vol. 3
+ * 18.7.3: the crystal clock is the APIC timer's base on these parts).
+ */
+export const TSC_HZ = 1_000_000_000;
+
 const VENDOR = "GenuineIntel";
 const BRAND = "typevisor x86 vCPU";
 
@@ -39,7 +56,7 @@ export function readCpuid(cpu: Cpu, leaf: number, subleaf: number): void {
   let known = true;
   switch (leaf) {
     case 0:
-      out[0] = 1;
+      out[0] = CPUID_MAX_BASIC_LEAF;
       out[1] = str4(VENDOR, 0);
       out[3] = str4(VENDOR, 4);
       out[2] = str4(VENDOR, 8);
@@ -48,6 +65,45 @@ export function readCpuid(cpu: Cpu, leaf: number, subleaf: number): void {
       out[0] = CPUID_SIGNATURE;
       out[1] = (cpu.index << 24) | (1 << 16);
       out[3] = CORE_FEATURES_EDX;
+      break;
+    // Leaves 2-14H exist (a guest probes caches, topology, power) but report
+    // nothing: no descriptors, no deterministic cache parameters, no
+    // MONITOR, no thermal sensor, no PMU, no XSAVE, no extended topology.
+    case 2:
+    case 3:
+    case 4:
+    case 5:
+    case 6:
+    case 8:
+    case 9:
+    case 0xa:
+    case 0xb:
+    case 0xc:
+    case 0xd:
+    case 0xe:
+    case 0xf:
+    case 0x10:
+    case 0x11:
+    case 0x12:
+    case 0x13:
+    case 0x14:
+      break;
+    case 7:
+      if (subleaf === 0) out[1] = CPUID_7_TSC_ADJUST;
+      break;
+    case 0x15:
+      // TSC/crystal ratio EBX/EAX and the crystal in Hz (SDM Vol. 2, CPUID
+      // leaf 15H). Knowing the rate, a guest needs no calibration loop
+      // against the PIT (which a slow or preempted host makes unreliable).
+      out[0] = 1;
+      out[1] = 1;
+      out[2] = TSC_HZ;
+      break;
+    case 0x16:
+      // Base, maximum and bus frequency in MHz.
+      out[0] = TSC_HZ / 1e6;
+      out[1] = TSC_HZ / 1e6;
+      out[2] = TSC_HZ / 1e6;
       break;
     case 0x80000000:
       out[0] = 0x80000008 | 0;
@@ -63,6 +119,14 @@ export function readCpuid(cpu: Cpu, leaf: number, subleaf: number): void {
       for (let i = 0; i < 4; i++) out[i] = str4(brand, base + i * 4);
       break;
     }
+    case 0x80000005:
+    case 0x80000006:
+      break;
+    case 0x80000007:
+      // The TSC is virtual time: constant rate, never stops (with the
+      // TSC_ADJUST MSR this lets Linux trust it without a watchdog).
+      out[3] = CPUID_INVARIANT_TSC;
+      break;
     case 0x80000008:
       out[0] = 0x2024; // 36 physical address bits, 32 linear
       break;
@@ -108,6 +172,13 @@ export function readMsr(cpu: Cpu, index: number): void {
       out[1] = Math.floor(t / 4294967296);
       return;
     }
+    case C.MSR_TSC_ADJUST: {
+      // What software added to the TSC (SDM Vol. 3 18.17.3): exactly our offset.
+      const a = cpu.tscOffset;
+      out[0] = a % 4294967296 | 0;
+      out[1] = Math.floor(a / 4294967296) | 0;
+      return;
+    }
     case C.MSR_APIC_BASE:
       out[0] = cpu.apicBase;
       return;
@@ -149,7 +220,12 @@ export function writeMsr(cpu: Cpu, index: number, lo: number, hi: number): void 
   for (const e of cpu.extensions) if (e.wrmsr && e.wrmsr(cpu, index, lo, hi)) return;
   switch (index) {
     case C.MSR_TSC:
+      // A TSC write changes TSC_ADJUST by the same amount (SDM Vol. 3 18.17.3).
       cpu.tscOffset = hi * 4294967296 + (lo >>> 0) - (cpu.readTsc() - cpu.tscOffset);
+      return;
+    case C.MSR_TSC_ADJUST:
+      // Signed 64-bit; the TSC moves by the change.
+      cpu.tscOffset = (hi | 0) * 4294967296 + (lo >>> 0);
       return;
     case C.MSR_APIC_BASE:
       if (hi & ~0xf || lo & 0x6ff) cpu.raiseGp(0);

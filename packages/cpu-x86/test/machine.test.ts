@@ -260,6 +260,67 @@ seen: dd 0
     }
   });
 
+  it("reports the TSC rate (CPUID 15H/16H, invariant TSC) and keeps IA32_TSC_ADJUST in step with TSC writes", async () => {
+    const dir = tempDir();
+    try {
+      const code = assemble(
+        dir.path,
+        `
+  xor eax, eax
+  cpuid
+  OUT 0x500, eax          ; highest basic leaf
+  mov eax, 0x15
+  cpuid
+  mov esi, ecx
+  OUT 0x500, eax          ; ratio denominator
+  OUT 0x500, ebx          ; ratio numerator
+  OUT 0x500, esi          ; crystal Hz
+  mov eax, 7
+  xor ecx, ecx
+  cpuid
+  OUT 0x500, ebx          ; TSC_ADJUST present
+  mov eax, 0x80000007
+  cpuid
+  mov esi, edx
+  OUT 0x500, esi          ; invariant TSC
+  mov ecx, 0x3b
+  rdmsr
+  OUT 0x500, eax          ; TSC_ADJUST starts at 0
+  ; Write the TSC 1000 ahead of where it is: TSC_ADJUST becomes about 1000.
+  rdtsc
+  add eax, 1000
+  adc edx, 0
+  mov ecx, 0x10
+  wrmsr
+  mov ecx, 0x3b
+  rdmsr
+  mov esi, eax
+  OUT 0x500, esi
+  ; Set TSC_ADJUST to -5: the TSC moves back by the difference.
+  mov ecx, 0x3b
+  mov eax, -5
+  mov edx, -1
+  wrmsr
+  rdmsr
+  mov esi, eax
+  mov edi, edx
+  OUT 0x500, esi
+  OUT 0x500, edi
+  OUT 0xf4, 0
+`,
+      );
+      const { vm, out } = await machine(code);
+      expect(await vm.run()).toMatchObject({ exitCode: 0 });
+      expect(out.slice(0, 7)).toEqual([0x16, 1, 1, 1_000_000_000, 2, 1 << 8, 0]);
+      // Between RDTSC and WRMSR a few instructions pass (1 ns each in deterministic time).
+      expect(out[7]).toBeGreaterThan(990);
+      expect(out[7]).toBeLessThanOrEqual(1000);
+      expect([out[8] | 0, out[9] | 0]).toEqual([-5, -1]);
+    } finally {
+      dir.remove();
+    }
+  });
+
   it("reports only implemented features in CPUID and lets plugins claim unknown leaves and MSRs", async () => {
     const dir = tempDir();
     try {

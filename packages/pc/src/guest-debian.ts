@@ -187,6 +187,13 @@ if [ -f /etc/modules ]; then
     modprobe "$mod" $args || echo "tv: modprobe $mod failed"
   done < /etc/modules
 fi
+# The kernel opens /dev/console for /init before any module loads; when the
+# console is a module's device (console=hvc0 needs virtio_console) there was
+# none, so attach to it now that it exists.
+if ! [ -t 1 ]; then
+  con=$(sed -n 's/.*console=\\([a-zA-Z0-9]*\\).*/\\1/p' /proc/cmdline)
+  [ -n "$con" ] && [ -c "/dev/$con" ] && exec 0<>"/dev/$con" 1>&0 2>&0
+fi
 cmd=$(sed -n 's/.*tv\\.exec="\\([^"]*\\)".*/\\1/p' /proc/cmdline)
 [ -n "$cmd" ] || cmd=$(sed -n 's/.*tv\\.exec=\\([^ "][^ ]*\\).*/\\1/p' /proc/cmdline)
 if [ -n "$cmd" ]; then
