@@ -46,12 +46,11 @@ export const DEFAULT_JIT_THRESHOLD = 1000;
 export type RegionFn = (eip: number, n: number, budget: number) => number;
 
 /** Blocks per region at most. */
-const MAX_REGION_BLOCKS = Number(process.env.TVJ_BLOCKS ?? 48);
+const MAX_REGION_BLOCKS = 48;
 /** Instructions per region at most (keeps functions within what V8's optimizing compiler accepts). */
 const MAX_REGION_INSNS = 320;
 /** Generated characters of a region's blocks at most (V8 does not optimize functions above 60 KiB of bytecode). */
-const MAX_REGION_SOURCE = Number(process.env.TVJ_SRC ?? 40_000);
-const MIN_HITS = Number(process.env.TVJ_MINHITS ?? 0);
+const MAX_REGION_SOURCE = 40_000;
 /** Live regions at most; one more drops them all (like a translation-cache flush). */
 const MAX_REGIONS = 4096;
 /** Total generated source (characters) at most before everything compiled is dropped. */
@@ -805,7 +804,6 @@ export class BlockCompiler implements DecodeCacheListener {
         seen.add(so);
         const id = map[so];
         if (id <= GENERIC_BLOCK) continue;
-        if (this.hits[id] < MIN_HITS && this.states[id] !== 1) continue;
         if (offs.length >= MAX_REGION_BLOCKS || insns + dc.bCount[id] > MAX_REGION_INSNS) continue;
         offs.push(so);
         ids.push(id);

@@ -14,6 +14,8 @@ export interface BatchResult {
   /** Description of the first mismatch, or undefined when every case agreed. */
   mismatch?: string;
   instructions: number;
+  /** Of those, instructions the block compiler's generated code retired. */
+  compiled: number;
 }
 
 /** Assembles and links `src` into a static i386 ELF in `dir`. */
@@ -54,7 +56,7 @@ export function runBatch(dir: string, seed: number, count: number): BatchResult 
   const ours = runUserElf(readFileSync(exe));
   const a = native.stdout as Buffer;
   const b = Buffer.from(ours.stdout);
-  if (b.length !== a.length) return { cases: count, mismatch: `output length ${b.length}, native ${a.length}`, instructions: ours.instructions };
+  if (b.length !== a.length) return { cases: count, mismatch: `output length ${b.length}, native ${a.length}`, instructions: ours.instructions, compiled: ours.cpu.jit?.compiledInstructions ?? 0 };
   for (let i = 0; i < count; i++) {
     const c = cases[i];
     const o = i * RECORD;
@@ -79,9 +81,10 @@ export function runBatch(dir: string, seed: number, count: number): BatchResult 
       return {
         cases: count,
         instructions: ours.instructions,
+        compiled: ours.cpu.jit?.compiledInstructions ?? 0,
         mismatch: `seed ${seed} case ${i}:\n${describeCase(c)}\n  differences:\n    ${diffs.join("\n    ")}\n  disassembly:\n${disassemble(exe, i)}`,
       };
     }
   }
-  return { cases: count, instructions: ours.instructions };
+  return { cases: count, instructions: ours.instructions, compiled: ours.cpu.jit?.compiledInstructions ?? 0 };
 }

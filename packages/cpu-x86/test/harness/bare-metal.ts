@@ -7,13 +7,15 @@ import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { createMachine, X86_CPU_CONTROL, type StopInfo } from "@typevisor/hv-core";
 import { PHYSICAL_MEMORY } from "@typevisor/mmu-ept";
-import { x86Cpu } from "../../src/index.js";
+import { X86_CPUS, x86Cpu } from "../../src/index.js";
 
 /** What a bare-metal run printed and how it ended. */
 export interface BareMetalRun {
   output: string;
   /** "exit N" (isa-debug-exit value) or "shutdown" (triple fault). */
   end: string;
+  /** Instructions the block compiler's generated code retired (ours only). */
+  compiled?: number;
 }
 
 /** Parses the multiboot header (flags bit 16: addresses in the header) of a flat image. */
@@ -51,6 +53,7 @@ export async function runOurs(image: Uint8Array, maxInstructions = 50_000_000, v
   const guard = setInterval(() => {
     if (vm.instructions > maxInstructions) vm.requestStop({ reason: "timeout", message: `more than ${maxInstructions} instructions` });
   }, 50);
+  const cpus = vm.services.get(X86_CPUS);
   let stop: StopInfo;
   try {
     stop = await vm.run();
@@ -59,7 +62,8 @@ export async function runOurs(image: Uint8Array, maxInstructions = 50_000_000, v
     clearInterval(guard);
   }
   const end = stop.reason === "exit" ? `exit ${stop.exitCode}` : stop.reason === "shutdown" ? "shutdown" : `${stop.reason}: ${stop.message ?? ""}`;
-  return { output, end };
+  const compiled = cpus.reduce((sum, cpu) => sum + (cpu.jit?.compiledInstructions ?? 0), 0);
+  return { output, end, compiled };
 }
 
 /** Runs `image` (a file) on QEMU TCG with -no-reboot (a triple fault ends the process with status 0), with `vcpus` CPUs. */
