@@ -64,7 +64,7 @@ describeWithTools(["apt-get", "dpkg-deb", "cpio", "gzip"], "Debian guest (linux-
       console.warn("SKIP: this host cannot run i386 executables");
       ctx.skip();
     }
-    const exprs = [...GUEST_INIT_SCRIPT.matchAll(/sed -n '([^']+)' \/proc\/cmdline/g)].map((m) => m[1]);
+    const exprs = [...GUEST_INIT_SCRIPT.matchAll(/sed -n '([^']+)' \/proc\/cmdline/g)].map((m) => m[1]).filter((e) => e.includes("tv\\.exec"));
     const extract = (cmdline: string): string => {
       for (const e of exprs) {
         const out = execFileSync(guest.busybox, ["sed", "-n", e], { input: cmdline + "\n", encoding: "utf8" }).trim();

@@ -73,5 +73,5 @@ export {
   type FetchDebianGuestOptions,
   type BusyboxInitramfsOptions,
 } from "./guest-debian.js";
-export { moduleClosure, moduleInfo, indexModules, KernelModuleError, type KernelModule } from "./kernel-modules.js";
+export { moduleClosure, moduleInfo, indexModules, aliasIndex, KernelModuleError, type KernelModule } from "./kernel-modules.js";
 export { pcPlatform, type PcPlatformOptions, type PcDevices, type PcPlatformPlugin } from "./pc-platform.js";

@@ -71,7 +71,7 @@ describe("initramfs builder (newc)", () => {
   it("the guest /init parses tv.exec from the command line", () => {
     expect(GUEST_INIT_SCRIPT.startsWith("#!/bin/busybox sh\n")).toBe(true);
     // Run the two sed expressions of /init against sample command lines with the host's sed.
-    const exprs = [...GUEST_INIT_SCRIPT.matchAll(/sed -n '([^']+)' \/proc\/cmdline/g)].map((m) => m[1]);
+    const exprs = [...GUEST_INIT_SCRIPT.matchAll(/sed -n '([^']+)' \/proc\/cmdline/g)].map((m) => m[1]).filter((e) => e.includes("tv\\.exec"));
     expect(exprs.length).toBe(2);
     const extract = (cmdline: string): string => {
       for (const e of exprs) {
@@ -83,6 +83,14 @@ describe("initramfs builder (newc)", () => {
     expect(extract('console=ttyS0 tv.exec="uname -a; cat /proc/cpuinfo" quiet')).toBe("uname -a; cat /proc/cpuinfo");
     expect(extract("console=ttyS0 tv.exec=/bin/true quiet")).toBe("/bin/true");
     expect(extract("console=ttyS0 quiet")).toBe("");
+  });
+
+  it("the guest /init finds the console the kernel uses (the last console=) to attach to a module's console", () => {
+    const [expr] = [...GUEST_INIT_SCRIPT.matchAll(/con=\$\(sed -n '([^']+)' \/proc\/cmdline\)/g)].map((m) => m[1]);
+    const run = (cmdline: string): string => execFileSync("sed", ["-n", expr], { input: cmdline + "\n", encoding: "utf8" }).trim();
+    expect(run("console=ttyS0 console=hvc0 quiet")).toBe("hvc0");
+    expect(run("quiet console=ttyS0,115200n8")).toBe("ttyS0");
+    expect(run("quiet")).toBe("");
   });
 });
 

@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { tempDir } from "@typevisor/test-support";
-import { KernelModuleError, moduleClosure, moduleInfo } from "./kernel-modules.js";
+import { aliasIndex, KernelModuleError, moduleClosure, moduleInfo } from "./kernel-modules.js";
 
 /** A minimal ELF32 relocatable object with a .modinfo section holding `info`. */
 function fakeModule(info: string[]): Uint8Array {
@@ -61,6 +61,29 @@ describe("kernel modules", () => {
     }
   });
 
+  it("loads soft dependencies first, resolved through aliases, preferring the generic implementation", () => {
+    const dir = tempDir();
+    try {
+      const k = join(dir.path, "kernel");
+      mkdirSync(join(k, "fs"), { recursive: true });
+      mkdirSync(join(k, "crypto"), { recursive: true });
+      writeFileSync(join(k, "fs", "ext4.ko"), fakeModule(["softdep=pre: crypto-crc32c post: nothing-needed", "depends=jbd2", "alias=fs-ext4"]));
+      writeFileSync(join(k, "fs", "jbd2.ko"), fakeModule(["depends="]));
+      writeFileSync(join(k, "crypto", "crc32c-intel.ko"), fakeModule(["alias=crypto-crc32c", "alias=cpu:type:x86,ven*", "depends="]));
+      writeFileSync(join(k, "crypto", "crc32c_generic.ko"), fakeModule(["alias=crypto-crc32c", "alias=crc32c", "depends="]));
+      writeFileSync(join(k, "fs", "orphan.ko"), fakeModule(["softdep=pre: nobody-provides-this", "depends="]));
+      const c = moduleClosure(dir.path, ["ext4", "orphan"]);
+      expect(c.map((m) => m.name)).toEqual(["crc32c_generic", "jbd2", "ext4", "orphan"]);
+      expect(c[2].softdeps).toEqual(["crc32c_generic"]);
+      // The alias index is cached in the folder and gives the same answer.
+      expect(existsSync(join(dir.path, "typevisor.aliases.json"))).toBe(true);
+      expect(aliasIndex(dir.path).get("crypto-crc32c")?.sort()).toEqual(["crc32c_generic", "crc32c_intel"]);
+      expect(moduleClosure(dir.path, ["ext4"]).map((m) => m.name)).toEqual(["crc32c_generic", "jbd2", "ext4"]);
+    } finally {
+      dir.remove();
+    }
+  });
+
   const debian = join(process.env.HOME ?? "/root", ".cache/typevisor/debian-i386/root/lib/modules");
   if (!existsSync(debian)) console.warn("SKIP \"resolves the virtio drivers of the cached Debian kernel\": no guest cached (typevisor guest fetch)");
   it.skipIf(!existsSync(debian))("resolves the virtio drivers of the cached Debian kernel", async () => {
@@ -71,5 +94,9 @@ describe("kernel modules", () => {
     expect(names.indexOf("virtio")).toBeLessThan(names.indexOf("virtio_pci"));
     expect(names).toContain("virtio_ring");
     expect(names[names.length - 1]).toBe("virtio_blk");
+    // ext4 links against jbd2 and asks for crc32c softly (its checksums).
+    const fs = moduleClosure(join(debian, release), ["ext4"]).map((m) => m.name);
+    expect(fs.indexOf("crc32c_generic")).toBeLessThan(fs.indexOf("ext4"));
+    expect(fs).toContain("jbd2");
   });
 });

@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { TypevisorError } from "@typevisor/hv-core";
 
@@ -13,6 +13,11 @@ export interface KernelModule {
   path: string;
   /** Names of the modules it needs loaded first (its `depends=` entry). */
   depends: string[];
+  /**
+   * Modules its `softdep=pre:` entry asks for, resolved to module names:
+   * not linked against, but used at run time (ext4 asks for `crypto-crc32c`).
+   */
+  softdeps: string[];
 }
 
 /** Most .ko files a modules folder may hold before we refuse to index it. */
@@ -91,11 +96,67 @@ export function indexModules(modulesDir: string): Map<string, string> {
   return index;
 }
 
+/** File in a modules folder caching its alias index (what depmod's modules.alias holds). */
+const ALIAS_CACHE = "typevisor.aliases.json";
+
+/**
+ * Module names by alias (`alias=` entries of every module's .modinfo),
+ * for the plain aliases a `softdep=` names; wildcard device aliases are
+ * left out. Reading every module takes a moment, so the index is cached in
+ * the modules folder when it is writable.
+ */
+export function aliasIndex(modulesDir: string, index = indexModules(modulesDir)): Map<string, string[]> {
+  const cache = join(modulesDir, ALIAS_CACHE);
+  try {
+    const cached = JSON.parse(readFileSync(cache, "utf8")) as Record<string, string[]>;
+    if (cached && typeof cached === "object") return new Map(Object.entries(cached));
+  } catch {
+    // no cache yet, or unreadable: rebuild it
+  }
+  const aliases = new Map<string, string[]>();
+  for (const [name, path] of index) {
+    const full = join(modulesDir, path);
+    if (statSync(full).size > MAX_MODULE_BYTES) continue;
+    for (const alias of moduleInfo(readFileSync(full), "alias", full)) {
+      if (/[*?[]/.test(alias)) continue;
+      const list = aliases.get(alias) ?? [];
+      list.push(name);
+      aliases.set(alias, list);
+    }
+  }
+  try {
+    writeFileSync(cache, JSON.stringify(Object.fromEntries(aliases)));
+  } catch {
+    // a read-only modules folder: no cache
+  }
+  return aliases;
+}
+
+/**
+ * Parses a `softdep=` value ("pre: a b post: c") into its pre-modules.
+ * Post-modules are not needed for the module to work.
+ */
+function softdepPre(values: string[]): string[] {
+  const out: string[] = [];
+  for (const v of values) {
+    let pre = false;
+    for (const word of v.trim().split(/\s+/)) {
+      if (word === "pre:") pre = true;
+      else if (word === "post:") pre = false;
+      else if (pre && word) out.push(word);
+    }
+  }
+  return out;
+}
+
 /**
  * The modules `names` need, dependencies first, each once: what an
  * initramfs must carry to load them (the same closure `modprobe` follows
- * through `modules.dep`). Names built into the kernel (`modules.builtin`)
- * are skipped.
+ * through `modules.dep`, plus the `softdep=pre:` modules it loads first,
+ * resolved through module aliases and preferring a `_generic`
+ * implementation when several provide one). Names built into the kernel
+ * (`modules.builtin`) are skipped; a soft dependency nothing provides is
+ * left out, as modprobe does.
  */
 export function moduleClosure(modulesDir: string, names: readonly string[]): KernelModule[] {
   const index = indexModules(modulesDir);
@@ -110,6 +171,15 @@ export function moduleClosure(modulesDir: string, names: readonly string[]): Ker
   } catch {
     // no builtin list: every name must be a module file
   }
+  let aliases: Map<string, string[]> | undefined;
+  const resolveSoft = (dep: string): string | undefined => {
+    const name = normalise(dep);
+    if (index.has(name) || builtin.has(name)) return name;
+    aliases ??= aliasIndex(modulesDir, index);
+    const providers = aliases.get(dep) ?? aliases.get(name) ?? [];
+    if (providers.some((p) => builtin.has(p))) return undefined;
+    return providers.find((p) => p.endsWith("_generic")) ?? [...providers].sort()[0];
+  };
   const out: KernelModule[] = [];
   const state = new Map<string, "visiting" | "done">();
   const visit = (raw: string, chain: string[]): void => {
@@ -121,10 +191,14 @@ export function moduleClosure(modulesDir: string, names: readonly string[]): Ker
     state.set(name, "visiting");
     const full = join(modulesDir, path);
     if (statSync(full).size > MAX_MODULE_BYTES) throw new KernelModuleError("KMOD_TOO_BIG", `${full} is larger than ${MAX_MODULE_BYTES} bytes`);
-    const depends = moduleInfo(readFileSync(full), "depends", full).flatMap((d) => d.split(",")).filter(Boolean).map(normalise);
-    for (const d of depends) visit(d, [...chain, name]);
+    const ko = readFileSync(full);
+    const depends = moduleInfo(ko, "depends", full).flatMap((d) => d.split(",")).filter(Boolean).map(normalise);
+    const softdeps = softdepPre(moduleInfo(ko, "softdep", full))
+      .map(resolveSoft)
+      .filter((d): d is string => d !== undefined && !builtin.has(d));
+    for (const d of [...softdeps, ...depends]) visit(d, [...chain, name]);
     state.set(name, "done");
-    out.push({ name, path, depends });
+    out.push({ name, path, depends, softdeps });
   };
   for (const n of names) visit(n, []);
   return out;

@@ -230,11 +230,12 @@ async function resolveBoot(o: RunOptions, io: CommandIo): Promise<BootImage> {
   if (o.initrd !== undefined) initrd = await readFile(o.initrd);
   else {
     const wanted = virtioModulesFor(o);
+    const closure = wanted.length ? moduleClosure(guest.modules, wanted) : [];
     const files: Record<string, Uint8Array> = {};
-    for (const m of wanted.length ? moduleClosure(guest.modules, wanted) : []) {
-      files[`lib/modules/${guest.kernelRelease}/${m.path}`] = await readFile(`${guest.modules}/${m.path}`);
-    }
-    initrd = await busyboxInitramfs({ busybox: await readFile(guest.busybox), files, modules: wanted }).toGzip();
+    for (const m of closure) files[`lib/modules/${guest.kernelRelease}/${m.path}`] = await readFile(`${guest.modules}/${m.path}`);
+    // /init loads the whole closure in order: busybox modprobe follows
+    // depends= but not the soft dependencies (ext4 needs crc32c first).
+    initrd = await busyboxInitramfs({ busybox: await readFile(guest.busybox), files, modules: closure.map((m) => m.name) }).toGzip();
   }
   // The kernel's crypto self-tests are most of its boot work and test the
   // kernel, not the machine: the default guest skips them.
