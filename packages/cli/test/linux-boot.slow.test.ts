@@ -18,7 +18,7 @@ describeWithTools(["apt-get", "dpkg"], "Debian Linux guest on typevisor", () => 
       probe("uname", "uname -r"),
       probe("cpuinfo", "cat /proc/cpuinfo"),
       probe("date", "date +%s"),
-      probe("clocksource", "cat /sys/devices/system/clocksource/clocksource0/current_clocksource; dmesg | grep -c 'tsc: Detected 1000.000 MHz'"),
+      probe("clocksource", "cat /sys/devices/system/clocksource/clocksource0/current_clocksource; dmesg | grep -c 'tsc: Detected 1000[.]000 MHz'"),
       probe("sha", "yes typevisor | head -c 4194304 | sha256sum"),
       probe("sort", "seq 1 5000 | sort -r | head -n 3"),
       probe("interrupts", "cat /proc/interrupts"),
