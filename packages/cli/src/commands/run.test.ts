@@ -6,6 +6,7 @@ import { describe, expect, it } from "vitest";
 import { describeWithTools, tempDir } from "@typevisor/test-support";
 import { main } from "../main.js";
 import { detectKernel, parseRunArgs, RUN_STATUS } from "./run.js";
+import type { RunStats } from "./run-stats.js";
 
 function capture() {
   const stdout = new PassThrough();
@@ -147,6 +148,28 @@ describeWithTools(["nasm", "ld"], "typevisor run with a multiboot guest", () => 
       expect(c.out()).toBe("hello from the guest\n");
     } finally {
       k.remove();
+    }
+  });
+
+  it("writes --stats JSON: instructions, times, and per disk the backend's requests", async () => {
+    const k = build("e");
+    const dir = tempDir();
+    try {
+      const c = capture();
+      const stats = join(dir.path, "stats.json");
+      const disk = join(dir.path, "d.img");
+      writeFileSync(disk, Buffer.alloc(1 << 20));
+      expect(await main(["run", "--kernel", k.file, "--deterministic", "--disk", `${disk},format=raw`, "--stats", stats], c.io)).toBe(85);
+      const s = JSON.parse(readFileSync(stats, "utf8")) as RunStats;
+      // The program's serial loop: about 21 characters, each a handful of instructions plus THRE polls.
+      expect(s.instructions).toBeGreaterThan(100);
+      expect(s.wallSeconds).toBeGreaterThan(0);
+      expect(s.stop).toEqual({ reason: "exit", exitCode: 85 });
+      // The guest has no driver: the disk exists and saw no requests.
+      expect(s.disks).toEqual([{ path: disk, busySeconds: 0, requests: { read: 0, write: 0, flush: 0, discard: 0, writeZeroes: 0 } }]);
+    } finally {
+      k.remove();
+      dir.remove();
     }
   });
 

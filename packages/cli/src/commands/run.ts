@@ -1,4 +1,4 @@
-import { readFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { createMachine, parseSize, type Plugin, type StopInfo } from "@typevisor/hv-core";
 import { x86Cpu } from "@typevisor/cpu-x86";
@@ -8,6 +8,7 @@ import { parseDiskOption, parseNetOption, PcapWriter, virtioBlk, virtioConsole, 
 import { CommandError, type Command, type CommandIo } from "../command.js";
 import { bufferedSerial, type BufferedSerial } from "./run-serial.js";
 import { ConsoleEscape } from "./run-escape.js";
+import { TimedBlockDevice, type RunStats } from "./run-stats.js";
 
 const HELP = `usage: typevisor run [options]
 
@@ -41,6 +42,9 @@ options:
   --no-reboot        exit instead of rebooting (guest reboot: status 0;
                      triple fault: status 3 with the reason)
   --timeout SECONDS  stop the guest after SECONDS (status 124)
+  --stats FILE       at exit, write JSON to FILE: wall and CPU seconds, guest
+                     instructions, and per disk the requests and the time
+                     the storage backend was busy
   --deterministic    virtual time advances with instructions, not the host
                      clock (runs replay exactly)
   -h, --help         this help
@@ -100,6 +104,7 @@ export interface RunOptions {
   debugcon: Sink;
   noReboot: boolean;
   timeout?: number;
+  stats?: string;
   deterministic: boolean;
   disks: DiskOption[];
   console: Sink;
@@ -127,6 +132,7 @@ export function parseRunArgs(argv: string[]): RunOptions | "help" {
         debugcon: { type: "string" },
         "no-reboot": { type: "boolean" },
         timeout: { type: "string" },
+        stats: { type: "string" },
         deterministic: { type: "boolean" },
         disk: { type: "string", multiple: true },
         console: { type: "string" },
@@ -178,6 +184,7 @@ export function parseRunArgs(argv: string[]): RunOptions | "help" {
     debugcon: parseSink("debugcon", values.debugcon, { kind: "none" }),
     noReboot: values["no-reboot"] ?? false,
     timeout,
+    stats: values.stats,
     deterministic: values.deterministic ?? false,
     disks,
     console: parseSink("console", values.console, { kind: "none" }),
@@ -294,8 +301,10 @@ async function run(argv: string[], io: CommandIo): Promise<number> {
     pcPlatform({ serial: serial ?? null, debugcon: debugcon ? (b) => debugcon.writeByte(b) : undefined }),
   ];
   // virtio devices on the PCI bus, where Linux's virtio_pci finds them.
+  const disks: TimedBlockDevice[] = [];
   for (const [i, d] of o.disks.entries()) {
-    const disk = await openImage(d.path, { format: d.format, readOnly: d.readOnly });
+    const disk = new TimedBlockDevice(await openImage(d.path, { format: d.format, readOnly: d.readOnly }));
+    disks.push(disk);
     plugins.push(virtioBlk({ disk, readOnly: d.readOnly, transport: "pci", id: String(i), serial: `disk${i}` }));
   }
   if (hvc) plugins.push(virtioConsole({ backend: hvc, transport: "pci" }));
@@ -333,11 +342,24 @@ async function run(argv: string[], io: CommandIo): Promise<number> {
   process.once("SIGTERM", onSignal);
   const timer = o.timeout === undefined ? undefined : setTimeout(() => void vm.stop({ reason: "timeout", message: `timed out after ${o.timeout} s` }), o.timeout * 1000);
 
+  const bootAt = performance.now();
+  const cpuAtBoot = process.cpuUsage();
   try {
     if (boot.kind === "bzimage") await vm.boot(linuxBoot({ kernel: boot.kernel, initrd: boot.initrd, cmdline: boot.cmdline }));
     else await vm.boot(multibootBoot({ kernel: boot.kernel, cmdline: boot.cmdline, modules: boot.initrd ? [{ data: boot.initrd, cmdline: o.initrd ?? "" }] : [] }));
     const info = await vm.stopped;
     for (const s of sinks) await s.close();
+    if (o.stats !== undefined) {
+      const cpu = process.cpuUsage(cpuAtBoot);
+      const stats: RunStats = {
+        wallSeconds: (performance.now() - bootAt) / 1000,
+        cpuSeconds: (cpu.user + cpu.system) / 1e6,
+        instructions: vm.instructions,
+        disks: disks.map((d, i) => ({ path: o.disks[i].path, busySeconds: d.busyMs / 1000, requests: d.requests })),
+        stop: { reason: info.reason, exitCode: info.exitCode, message: info.message },
+      };
+      await writeFile(o.stats, JSON.stringify(stats, null, 2) + "\n");
+    }
     return statusOf(info, io);
   } finally {
     if (timer) clearTimeout(timer);
