@@ -155,3 +155,13 @@ export const MSR_EFER = 0xc0000080 | 0;
 export const MSR_MTRRCAP = 0xfe;
 /** IA32_MTRR_DEF_TYPE */
 export const MSR_MTRR_DEF_TYPE = 0x2ff;
+
+/** Parity of each byte value: PF's bit when the byte has an even number of set bits (the interpreter and the block compiler). */
+export const PARITY = new Uint8Array(256);
+for (let i = 0; i < 256; i++) {
+  let b = i;
+  b ^= b >> 4;
+  b ^= b >> 2;
+  b ^= b >> 1;
+  PARITY[i] = (b & 1) === 0 ? PF : 0;
+}

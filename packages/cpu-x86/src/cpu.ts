@@ -63,17 +63,9 @@ export type MsrReadHandler = (index: number, out: Int32Array) => boolean;
 /** An MSR write a plugin claims. */
 export type MsrWriteHandler = (index: number, lo: number, hi: number) => boolean;
 
+const PARITY = C.PARITY;
 /** Byte offset of each 8-bit register (AL CL DL BL AH CH DH BH) in the register file. */
 const REG8 = new Int32Array([0, 4, 8, 12, 1, 5, 9, 13]);
-/** Parity of each byte value (PF = 1 for an even number of set bits). */
-const PARITY = new Uint8Array(256);
-for (let i = 0; i < 256; i++) {
-  let b = i;
-  b ^= b >> 4;
-  b ^= b >> 2;
-  b ^= b >> 1;
-  PARITY[i] = (b & 1) === 0 ? C.PF : 0;
-}
 const SIGN = [0x80, 0x8000, 0x80000000 | 0];
 const MASK = [0xff, 0xffff, -1];
 

@@ -28,6 +28,7 @@
 //   the cache of functions is bounded in number and in source size.
 import type { Cpu } from "./cpu.js";
 import { GENERIC_BLOCK, REC_STRIDE, type DecodeCacheListener } from "./decode-cache.js";
+import { PARITY } from "./constants.js";
 import * as D from "./decoder.js";
 
 /** Options of the block compiler (`x86Cpu({ jit })`, `new Cpu(..., { jit })`). */
@@ -56,15 +57,6 @@ const MAX_REGIONS = 4096;
 /** Total generated source (characters) at most before everything compiled is dropped. */
 const MAX_SOURCE_CHARS = 24 << 20;
 
-/** Even-parity table (PF) for the generated code. */
-const PARITY = new Uint8Array(256);
-for (let i = 0; i < 256; i++) {
-  let b = i;
-  b ^= b >> 4;
-  b ^= b >> 2;
-  b ^= b >> 1;
-  PARITY[i] = (b & 1) === 0 ? 4 : 0;
-}
 
 /** CF of a lazy-flag state (mirrors Cpu.getCF). */
 export function cfOf(fl: number, lz: number, op: number, a: number, b: number, r: number, s: number, c: number): number {
@@ -1093,13 +1085,7 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
       case D.H_POP_R: {
         g.emit(`sc = ${i};`);
         const n = s === 2 ? 4 : 2;
-        g.use.regs |= 1 << 4;
-        g.use.written |= 1 << 4;
-        g.use.segs |= 1 << 2;
-        const sp = g.tmp();
-        const la = g.tmp();
-        g.emit(`${sp} = ${g.sp(4)}; ${la} = ${g.linExpr(2, sp, n, false)};`);
-        const v = g.read(s, la);
+        const v = popRead(g, s, 4);
         g.emit(g.setSp(`(r4 + ${n}) | 0`));
         g.emit(g.setReg(s, a, v));
         break;
@@ -1190,13 +1176,7 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
       case D.H_RET: {
         g.emit(`sc = ${i};`);
         const n = s === 2 ? 4 : 2;
-        g.use.regs |= 1 << 4;
-        g.use.written |= 1 << 4;
-        g.use.segs |= 1 << 2;
-        const sp = g.tmp();
-        const la = g.tmp();
-        g.emit(`${sp} = ${g.sp(4)}; ${la} = ${g.linExpr(2, sp, n, false)};`);
-        const v = g.read(s, la);
+        const v = popRead(g, s, 4);
         const rel = n + rec[r + 3];
         // ESP moves only after the target passed the CS limit check (transfer's check comes first).
         transfer(v, i + 1, s, g.setSp(`(r4 + ${rel}) | 0`));
@@ -1205,13 +1185,8 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
       }
       case D.H_LEAVE: {
         g.emit(`sc = ${i};`);
-        g.use.regs |= (1 << 4) | (1 << 5);
-        g.use.written |= (1 << 4) | (1 << 5);
-        g.use.segs |= 1 << 2;
-        const sp = g.tmp();
-        const la = g.tmp();
-        g.emit(`${sp} = ${g.sp(5)}; ${la} = ${g.linExpr(2, sp, 1 << s, false)};`);
-        const v = g.read(s, la);
+        g.use.written |= 1 << 5;
+        const v = popRead(g, s, 5);
         const n = s === 2 ? 4 : 2;
         g.emit(g.setSp(`(r5 + ${n}) | 0`));
         g.emit(g.setReg(s, 5, v));
@@ -1332,6 +1307,22 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
 /** After an instruction with a slow path: returns to the run loop when the slow path asked for attention. */
 function exitIfAttention(g: RegionGen, k: number, next: string): void {
   g.emit(`if (att !== 0) { n = (n + ${k}) | 0; eip = ${next}; break L; }`);
+}
+
+/**
+ * Emits the read of a value of size `s` from the top of the stack, with the
+ * stack pointer taken from register `spReg` (ESP, or EBP for LEAVE); returns
+ * the value's expression. ESP is left for the caller to move, after its
+ * last check.
+ */
+function popRead(g: RegionGen, s: number, spReg: number): string {
+  g.use.regs |= (1 << 4) | (1 << spReg);
+  g.use.written |= 1 << 4;
+  g.use.segs |= 1 << 2;
+  const sp = g.tmp();
+  const la = g.tmp();
+  g.emit(`${sp} = ${g.sp(spReg)}; ${la} = ${g.linExpr(2, sp, 1 << s, false)};`);
+  return g.read(s, la);
 }
 
 /** Emits a push of `v` (an expression) of size `s` (Cpu.push: the store, then ESP). */
