@@ -36,11 +36,22 @@ export async function runGuest(args: string[], input?: { after: string; text: st
   return { status, out, err, arrivals };
 }
 
-/** The text between `BEGIN name` and `END name` lines the guest printed. */
+/**
+ * A kernel log message on the console ("[   45.319112] hrtimer: ...\r\n").
+ * The kernel writes to the UART directly, so a message can also land in the
+ * middle of a line a program was printing.
+ */
+const KERNEL_LINE = /\[\s*\d+\.\d{6}\] [^\n]*\n?/g;
+
+/**
+ * The text between `BEGIN name` and `END name` lines the guest printed,
+ * without kernel log lines: the kernel prints to the same console whenever
+ * it has something to say (a busy host makes it warn about slow timers).
+ */
 export function section(out: string, name: string): string {
   const m = new RegExp(`BEGIN ${name}\\r?\\n([\\s\\S]*?)END ${name}`).exec(out);
   if (!m) throw new Error(`the guest printed no ${name} section:\n${out.slice(-3000)}`);
-  return m[1];
+  return m[1].replace(KERNEL_LINE, "");
 }
 
 /** A guest script fragment printing `cmd`'s output between markers. */

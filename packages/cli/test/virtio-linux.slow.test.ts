@@ -112,11 +112,14 @@ describeWithTools(["apt-get", "dpkg", "qemu-img"], "virtio devices under Linux's
         `ip link set eth0 up; ip addr add ${ip}/24 dev eth0; ${then}`,
         "--append", DEVICE_TEST_APPEND, "--net", `switch=tv-test-lan,mac=${mac},pcap=${path(`${ip}.pcap`)}`, "--no-reboot", "--timeout", "2500",
       ]);
+    // Each side wants all three answers, waiting up to 60 s for them (not
+    // busybox's default of twice the longest round trip after the last
+    // request, which a stalled host can exceed).
     const [a, b] = await Promise.all([
       // A pings until B answers (B may still be booting), then reports.
-      guest("10.0.2.1", "52:54:00:00:00:01", "for i in $(seq 1 600); do ping -c 1 -W 1 10.0.2.2 >/dev/null 2>&1 && break; sleep 1; done; echo BEGIN ping; ping -c 3 10.0.2.2 | tail -n 2; echo END ping"),
+      guest("10.0.2.1", "52:54:00:00:00:01", "for i in $(seq 1 600); do ping -c 1 -W 1 10.0.2.2 >/dev/null 2>&1 && break; sleep 1; done; echo BEGIN ping; ping -c 3 -w 60 10.0.2.2 | tail -n 2; echo END ping"),
       // B answers, and pings A back once A is up.
-      guest("10.0.2.2", "52:54:00:00:00:02", "for i in $(seq 1 600); do ping -c 1 -W 1 10.0.2.1 >/dev/null 2>&1 && break; sleep 1; done; echo BEGIN ping; ping -c 3 10.0.2.1 | tail -n 2; echo END ping; sleep 20"),
+      guest("10.0.2.2", "52:54:00:00:00:02", "for i in $(seq 1 600); do ping -c 1 -W 1 10.0.2.1 >/dev/null 2>&1 && break; sleep 1; done; echo BEGIN ping; ping -c 3 -w 60 10.0.2.1 | tail -n 2; echo END ping; sleep 20"),
     ]);
     for (const r of [a, b]) {
       expect(r.status).toBe(0);
