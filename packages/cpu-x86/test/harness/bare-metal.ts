@@ -49,7 +49,9 @@ export async function runOurs(image: Uint8Array, maxInstructions = 50_000_000, v
     regs: { eax: 0x2badb002, ebx: 0 },
     segments: { cs: flat(0x08, 0x9b), ds: flat(0x10, 0x93), es: flat(0x10, 0x93), fs: flat(0x10, 0x93), gs: flat(0x10, 0x93), ss: flat(0x10, 0x93) },
   });
-  const limit = setTimeout(() => vm.requestStop({ reason: "timeout" }), 20_000);
+  // A backstop only (the instruction guard below bounds a runaway program):
+  // long enough for a loaded CI machine compiling every block at once.
+  const limit = setTimeout(() => vm.requestStop({ reason: "timeout", message: "no exit within 50 s" }), 50_000);
   const guard = setInterval(() => {
     if (vm.instructions > maxInstructions) vm.requestStop({ reason: "timeout", message: `more than ${maxInstructions} instructions` });
   }, 50);
