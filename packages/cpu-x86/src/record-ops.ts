@@ -338,6 +338,22 @@ function condition(cpu: Cpu, cc: number): boolean {
 }
 
 /**
+ * The decoded block at `eip`: the fetch window's page map has it when EIP
+ * is in the window and the block fits (the window is at most a page, so the
+ * offset in it fits an int32 when EIP is inside); otherwise
+ * Cpu.lookupBlock finds or decodes it. Small enough for V8 to inline.
+ */
+function blockAt(cpu: Cpu, eip: number, bBytes: Uint16Array): number {
+  const d = (eip - cpu.winStart) | 0;
+  const winLen = cpu.winLen;
+  if (d >= 0 && d <= winLen) {
+    const b = cpu.curMap[(cpu.csBase + eip) & 0xfff];
+    if (b !== 0 && ((d + bBytes[b]) | 0) <= ((winLen + 1) | 0)) return b;
+  }
+  return cpu.lookupBlock();
+}
+
+/**
  * Runs decoded blocks until the slice budget is used up or an instruction
  * needs the run loop's attention (exits, interrupts, a write to decoded
  * code, single-stepping), with `n` instructions already retired in the
@@ -377,16 +393,7 @@ export function runBlocks(cpu: Cpu, n: number, budget: number, interpretFirst = 
     // Where a fault finds its instruction (Cpu.faultRestore); the lookup itself may fault on the fetch.
     cpu.blockEip = eip;
     cpu.blockN = n;
-    // The block at EIP: the window's page map has it when EIP is in the window and the block fits.
-    // (The window is at most a page, so the offset in it fits an int32 when EIP is inside.)
-    const d = (eip - cpu.winStart) | 0;
-    const winLen = cpu.winLen;
-    let b = 0;
-    if (d >= 0 && d <= winLen) {
-      b = cpu.curMap[(cpu.csBase + eip) & 0xfff];
-      if (b !== 0 && ((d + bBytes[b]) | 0) > ((winLen + 1) | 0)) b = 0;
-    }
-    if (b === 0) b = cpu.lookupBlock();
+    const b = blockAt(cpu, eip, bBytes);
     const start = eip;
     const map = cpu.curMap;
     const mask = cpu.ipMask;
@@ -1091,14 +1098,7 @@ export function runCompiled(cpu: Cpu, n: number, budget: number): number {
     const eip = cpu.eip;
     cpu.blockEip = eip;
     cpu.blockN = n;
-    const d = (eip - cpu.winStart) | 0;
-    const winLen = cpu.winLen;
-    let b = 0;
-    if (d >= 0 && d <= winLen) {
-      b = cpu.curMap[(cpu.csBase + eip) & 0xfff];
-      if (b !== 0 && ((d + bBytes[b]) | 0) > ((winLen + 1) | 0)) b = 0;
-    }
-    if (b === 0) b = cpu.lookupBlock();
+    const b = blockAt(cpu, eip, bBytes);
     dispatches++;
     let m = -1;
     if (states[b] === 1 && bCount[b] <= ((budget - n) | 0)) m = fns[b]!(eip, n, budget);
