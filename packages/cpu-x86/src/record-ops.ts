@@ -402,8 +402,13 @@ export function runBlocks(cpu: Cpu, n: number, budget: number, interpretFirst = 
     for (;;) {
       if (states !== undefined && b > GENERIC_BLOCK) {
         // Compiled blocks run from runCompiled's loop: return to it (unless told to interpret this one).
-        if (interpretFirst) interpretFirst = false;
-        else {
+        if (interpretFirst) {
+          interpretFirst = false;
+          // The dispatcher could not run it compiled; its start still counts, or a
+          // block only ever entered through the dispatcher (a call or return target
+          // on another page) would never become hot.
+          if (states[b] === 0 && ++hits![b] > threshold) jit!.compile(b, eip, cpu.curMap, cpu.winGpn);
+        } else {
           let st = states[b];
           if (st === 0 && ++hits![b] > threshold) {
             jit!.compile(b, eip, cpu.curMap, cpu.winGpn);
