@@ -1,29 +1,20 @@
-import { PassThrough } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { main } from "./main.js";
 import { COMMANDS } from "./commands.js";
 import { CommandError } from "./command.js";
+import { captureIo } from "./test-io.js";
 
-function capture() {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = "";
-  let err = "";
-  stdout.on("data", (d) => (out += d));
-  stderr.on("data", (d) => (err += d));
-  return { io: { stdout, stderr, stdin: new PassThrough() }, out: () => out, err: () => err };
-}
 
 describe("typevisor command line", () => {
   it("prints usage with --help and exits 0; without arguments exits 2", async () => {
-    const c = capture();
+    const c = captureIo();
     expect(await main(["--help"], c.io)).toBe(0);
     expect(c.out()).toContain("usage: typevisor <command>");
-    expect(await main([], capture().io)).toBe(2);
+    expect(await main([], captureIo().io)).toBe(2);
   });
 
   it("rejects an unknown command on stderr with status 2", async () => {
-    const c = capture();
+    const c = captureIo();
     expect(await main(["frobnicate"], c.io)).toBe(2);
     expect(c.err()).toContain("unknown command 'frobnicate'");
   });
@@ -34,7 +25,7 @@ describe("typevisor command line", () => {
       load: async () => ({ name: "fail-test", summary: "test", run: async () => { throw new CommandError("bad option --x", 2); } }),
     };
     try {
-      const c = capture();
+      const c = captureIo();
       expect(await main(["fail-test"], c.io)).toBe(2);
       expect(c.err()).toBe("typevisor fail-test: bad option --x\n");
     } finally {

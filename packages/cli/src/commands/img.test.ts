@@ -2,24 +2,19 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { PassThrough } from "node:stream";
 import { describeWithTools, seeded, tempDir } from "@typevisor/test-support";
 import { afterAll, expect, it } from "vitest";
 import { main } from "../main.js";
+import { captureIo } from "../test-io.js";
 
 const dir = tempDir("img-cli-");
 afterAll(() => dir.remove());
 const p = (name: string) => join(dir.path, name);
 
 async function tv(...argv: string[]): Promise<{ status: number; out: string; err: string }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = "";
-  let err = "";
-  stdout.on("data", (d) => (out += d));
-  stderr.on("data", (d) => (err += d));
-  const status = await main(["img", ...argv], { stdout, stderr, stdin: new PassThrough() });
-  return { status, out, err };
+  const c = captureIo();
+  const status = await main(["img", ...argv], c.io);
+  return { status, out: c.out(), err: c.err() };
 }
 
 function qemu(...args: string[]): string {

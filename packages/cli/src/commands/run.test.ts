@@ -1,23 +1,13 @@
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { PassThrough } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { describeWithTools, tempDir } from "@typevisor/test-support";
 import { main } from "../main.js";
 import { detectKernel, parseRunArgs, RUN_STATUS } from "./run.js";
 import type { RunStats } from "./run-stats.js";
+import { captureIo } from "../test-io.js";
 
-function capture() {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  const stdin = new PassThrough();
-  let out = "";
-  let err = "";
-  stdout.on("data", (d) => (out += d));
-  stderr.on("data", (d) => (err += d));
-  return { io: { stdout, stderr, stdin }, stdin, out: () => out, err: () => err };
-}
 
 describe("typevisor run arguments", () => {
   it("has defaults a newcomer expects", () => {
@@ -53,7 +43,7 @@ describe("typevisor run arguments", () => {
       [["--kernel", "k", "--modules", "ext4"], "--modules works with the default guest only"],
       [["--net", "mac=01:00:00:00:00:01,switch=a"], "multicast"],
     ] as const) {
-      const c = capture();
+      const c = captureIo();
       expect(await main(["run", ...args], c.io)).toBe(RUN_STATUS.usage);
       expect(c.err()).toContain(message);
     }
@@ -64,7 +54,7 @@ describe("typevisor run arguments", () => {
     try {
       const file = join(dir.path, "junk");
       writeFileSync(file, Buffer.alloc(10000, 7));
-      const c = capture();
+      const c = captureIo();
       expect(await main(["run", "--kernel", file, "--serial", "none"], c.io)).toBe(1);
       expect(c.err()).toContain("neither a bzImage");
     } finally {
@@ -142,7 +132,7 @@ describeWithTools(["nasm", "ld"], "typevisor run with a multiboot guest", () => 
   it("streams the serial port and exits with the guest's isa-debug-exit status", async () => {
     const k = build("e");
     try {
-      const c = capture();
+      const c = captureIo();
       const status = await main(["run", "--kernel", k.file, "--deterministic"], c.io);
       expect(status).toBe(85);
       expect(c.out()).toBe("hello from the guest\n");
@@ -155,7 +145,7 @@ describeWithTools(["nasm", "ld"], "typevisor run with a multiboot guest", () => 
     const k = build("e");
     const dir = tempDir();
     try {
-      const c = capture();
+      const c = captureIo();
       const stats = join(dir.path, "stats.json");
       const disk = join(dir.path, "d.img");
       writeFileSync(disk, Buffer.alloc(1 << 20));
@@ -176,7 +166,7 @@ describeWithTools(["nasm", "ld"], "typevisor run with a multiboot guest", () => 
   it("reports a triple fault with --no-reboot as status 3", async () => {
     const k = build("t");
     try {
-      const c = capture();
+      const c = captureIo();
       expect(await main(["run", "--kernel", k.file, "--no-reboot"], c.io)).toBe(RUN_STATUS.tripleFault);
       expect(c.err()).toMatch(/triple fault/);
     } finally {
@@ -188,7 +178,7 @@ describeWithTools(["nasm", "ld"], "typevisor run with a multiboot guest", () => 
     const k = build("h");
     const dir = tempDir();
     try {
-      const c = capture();
+      const c = captureIo();
       const log = join(dir.path, "serial.log");
       expect(await main(["run", "--kernel", k.file, "--timeout", "0.5", "--serial", `file:${log}`], c.io)).toBe(RUN_STATUS.timeout);
       expect(c.err()).toContain("timed out after 0.5 s");
