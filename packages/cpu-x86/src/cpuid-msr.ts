@@ -66,28 +66,6 @@ export function readCpuid(cpu: Cpu, leaf: number, subleaf: number): void {
       out[1] = (cpu.index << 24) | (1 << 16);
       out[3] = CORE_FEATURES_EDX;
       break;
-    // Leaves 2-14H exist (a guest probes caches, topology, power) but report
-    // nothing: no descriptors, no deterministic cache parameters, no
-    // MONITOR, no thermal sensor, no PMU, no XSAVE, no extended topology.
-    case 2:
-    case 3:
-    case 4:
-    case 5:
-    case 6:
-    case 8:
-    case 9:
-    case 0xa:
-    case 0xb:
-    case 0xc:
-    case 0xd:
-    case 0xe:
-    case 0xf:
-    case 0x10:
-    case 0x11:
-    case 0x12:
-    case 0x13:
-    case 0x14:
-      break;
     case 7:
       if (subleaf === 0) out[1] = CPUID_7_TSC_ADJUST;
       break;
@@ -119,9 +97,6 @@ export function readCpuid(cpu: Cpu, leaf: number, subleaf: number): void {
       for (let i = 0; i < 4; i++) out[i] = str4(brand, base + i * 4);
       break;
     }
-    case 0x80000005:
-    case 0x80000006:
-      break;
     case 0x80000007:
       // The TSC is virtual time: constant rate, never stops (with the
       // TSC_ADJUST MSR this lets Linux trust it without a watchdog).
@@ -131,7 +106,10 @@ export function readCpuid(cpu: Cpu, leaf: number, subleaf: number): void {
       out[0] = 0x2024; // 36 physical address bits, 32 linear
       break;
     default:
-      known = false;
+      // The other leaves up to the highest basic and extended ones exist and
+      // report nothing: no cache descriptors or parameters, MONITOR, thermal
+      // sensor, PMU, XSAVE or extended topology.
+      known = leaf <= CPUID_MAX_BASIC_LEAF || (leaf >= 0x80000000 && leaf <= 0x80000008);
   }
   if (known) {
     for (const e of cpu.extensions) e.cpuid?.(leaf, subleaf, out);

@@ -94,9 +94,9 @@ export function x86Cpu(options: X86CpuOptions = {}): Plugin {
         },
       };
       cpus = [];
+      apics = options.apic === false ? undefined : new ApicBus(machine);
       const units: Snapshottable[] = [];
       const fpu = options.fpu ?? "sse2";
-      apics = options.apic === false ? undefined : new ApicBus(machine);
       for (let i = 0; i < count; i++) {
         const cpu = new Cpu(memory, apics ? apics.hostFor(i, host) : host, { index: i, onTripleFault: options.onTripleFault, jit: options.jit });
         apics?.attach(cpu);

@@ -401,24 +401,19 @@ export function runBlocks(cpu: Cpu, n: number, budget: number, interpretFirst = 
     // window (same page map, same CS) stays open and nothing needs attention.
     for (;;) {
       if (states !== undefined && b > GENERIC_BLOCK) {
-        // Compiled blocks run from runCompiled's loop: return to it (unless told to interpret this one).
-        if (interpretFirst) {
-          interpretFirst = false;
-          // The dispatcher could not run it compiled; its start still counts, or a
-          // block only ever entered through the dispatcher (a call or return target
-          // on another page) would never become hot.
-          if (states[b] === 0 && ++hits![b] > threshold) jit!.compile(b, eip, cpu.curMap, cpu.winGpn);
-        } else {
-          let st = states[b];
-          if (st === 0 && ++hits![b] > threshold) {
-            jit!.compile(b, eip, cpu.curMap, cpu.winGpn);
-            st = states[b];
-          }
-          if (st === 1) {
-            cpu.eip = eip;
-            cpu.sliceCount = n;
-            return n;
-          }
+        // Every start counts toward compiling, the first one too (a block only ever entered
+        // through the dispatcher, such as a call target on another page, must become hot).
+        let st = states[b];
+        if (st === 0 && ++hits![b] > threshold) {
+          jit!.compile(b, eip, cpu.curMap, cpu.winGpn);
+          st = states[b];
+        }
+        // Compiled blocks run from runCompiled's loop: return to it, unless it asked us to run this one.
+        if (interpretFirst) interpretFirst = false;
+        else if (st === 1) {
+          cpu.eip = eip;
+          cpu.sliceCount = n;
+          return n;
         }
       }
       // k: instructions to run (a fused record is two).
