@@ -88,13 +88,6 @@ export interface MachineOptions {
   resetAction?: "reset" | "stop";
 }
 
-/**
- * Longest run of vCPU slices while device work is in flight: its completion
- * (a promise settled by the event loop) would otherwise wait for the end of
- * the chunk, and a guest waiting on its disk would see that as latency.
- */
-const IO_YIELD_MS = 1;
-
 const setImmediateCompat: (fn: () => void) => void =
   typeof globalThis.setImmediate === "function" ? (fn) => globalThis.setImmediate(fn) : (fn) => setTimeout(fn, 0);
 
@@ -354,8 +347,7 @@ export class Machine {
     const deterministic = clock.mode === "deterministic";
     const hostMs = (): number => performance.now();
     while (this.stateValue === "running") {
-      const chunkStart = hostMs();
-      const chunkEnd = chunkStart + this.yieldEveryMs;
+      const chunkEnd = hostMs() + this.yieldEveryMs;
       let allHalted = false;
       for (;;) {
         if (this.pendingStop) break;
@@ -386,9 +378,6 @@ export class Machine {
           allHalted = false;
         }
         if (hostMs() >= chunkEnd) break;
-        // Device work in flight completes only when the event loop runs:
-        // let it, so the guest does not wait a whole chunk for its I/O.
-        if (this.inflightIo > 0 && hostMs() >= chunkStart + IO_YIELD_MS) break;
       }
       if (this.pendingStop) {
         this.finishStop(this.pendingStop);
