@@ -1,4 +1,8 @@
+import { promisify } from "node:util";
+import { gzip as zlibGzip } from "node:zlib";
 import { TypevisorError } from "@typevisor/hv-core";
+
+const gzipAsync = promisify(zlibGzip);
 
 /** Raised for a bad initramfs entry or spec line; names the entry or line. */
 export class InitramfsError extends TypevisorError {}
@@ -226,10 +230,15 @@ export class InitramfsBuilder {
   }
 }
 
-/** Gzip-compresses `data` with the platform's CompressionStream (Node 18+ and browsers). */
+/**
+ * Gzip-compresses `data` with node:zlib. Not with the web CompressionStream:
+ * web streams detach the ArrayBuffers they pass along, and the first detach
+ * in a process makes V8 add a detached-buffer check to every typed-array
+ * access in optimized code, the vCPU's guest-memory accesses included.
+ */
 export async function gzip(data: Uint8Array): Promise<Uint8Array> {
-  const stream = new Blob([data]).stream().pipeThrough(new CompressionStream("gzip"));
-  return new Uint8Array(await new Response(stream).arrayBuffer());
+  const out = await gzipAsync(data);
+  return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
 }
 
 /**
