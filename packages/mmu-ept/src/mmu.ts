@@ -39,6 +39,17 @@ export interface FetchWindow {
 
 /** Entries of the direct-mapped software TLB (covers 64 MiB of distinct pages). */
 export const TLB_SIZE = 1 << 14;
+
+/**
+ * An array of `n` copies of `empty` with packed elements: `new Array(n)`
+ * would make it holey, and every load from a holey array carries a hole
+ * check in optimized code (the chunk arrays are read on every guest access).
+ */
+function packed<T>(n: number, empty: T): T[] {
+  const a: T[] = [];
+  for (let i = 0; i < n; i++) a.push(empty);
+  return a;
+}
 const TLB_MASK = TLB_SIZE - 1;
 
 /**
@@ -123,11 +134,11 @@ export class Mmu {
   /** Current execute tags. */
   tagX = this.tagXS;
   /** Host chunk (bytes) of each entry. */
-  readonly mem: Uint8Array[] = new Array<Uint8Array>(TLB_SIZE);
+  readonly mem: Uint8Array[] = packed(TLB_SIZE, new Uint8Array(0));
   /** Host chunk (int32) of each entry. */
-  readonly mem32: Int32Array[] = new Array<Int32Array>(TLB_SIZE);
+  readonly mem32: Int32Array[] = packed(TLB_SIZE, new Int32Array(0));
   /** Host chunk (uint16) of each entry. */
-  readonly mem16: Uint16Array[] = new Array<Uint16Array>(TLB_SIZE);
+  readonly mem16: Uint16Array[] = packed(TLB_SIZE, new Uint16Array(0));
   /** Byte offset of the entry's page inside its chunk. */
   readonly off = new Int32Array(TLB_SIZE);
   /** Guest page number behind each entry (for code-page bookkeeping). */
@@ -146,10 +157,6 @@ export class Mmu {
 
   /** @param memory - the machine's guest-physical memory */
   constructor(readonly memory: PhysicalMemory) {
-    const empty = new Uint8Array(0);
-    this.mem.fill(empty);
-    this.mem32.fill(new Int32Array(0));
-    this.mem16.fill(new Uint16Array(0));
     memory.ept.onInvalidate(() => this.flushAll());
     memory.onWriteProtect(() => this.flushWrites());
     memory.onCodeProtect((gpn) => this.flushWritesTo(gpn));
