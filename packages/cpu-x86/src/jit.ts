@@ -23,6 +23,11 @@
 //   interpreter runs it and stops mid-block). `attention` can only be set
 //   by a slow path (MMIO, a write to a code page, the interpreter), so it
 //   is checked after those, and the function returns after that instruction.
+// - A region is specialised on what held when it was compiled and checks it
+//   on entry and after every instruction the interpreter runs for it: flat
+//   segments, the stack size, and the MMU's TLB tag set (supervisor or user
+//   pages). The tag arrays are then constants of the function, which lets V8
+//   compile each guest access to one compare against a fixed address.
 // - Compiled code belongs to block ids, so it is dropped exactly when the
 //   decoded blocks are (a write to the page, a full flush, an EPT change);
 //   the cache of functions is bounded in number and in source size.
@@ -321,9 +326,9 @@ class RegionGen {
     const ti = this.tmp();
     this.slow = true;
     this.emit(`${vp} = ${la} >>> 12; ${ti} = ${vp} & 16383;`);
-    if (s === 2) this.emit(`if (tR[${ti}] === ${vp} && (${la} & 3) === 0) ${v} = M32[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 2]; else { ${v} = mmu.read32(${la}); att |= cpu.attention; }`);
-    else if (s === 1) this.emit(`if (tR[${ti}] === ${vp} && (${la} & 1) === 0) ${v} = M16[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 1]; else { ${v} = mmu.read16(${la}); att |= cpu.attention; }`);
-    else this.emit(`if (tR[${ti}] === ${vp}) ${v} = M8[${ti}][OFS[${ti}] + (${la} & 4095)]; else { ${v} = mmu.read8(${la}); att |= cpu.attention; }`);
+    if (s === 2) this.emit(`if (TR[${ti}] === ${vp} && (${la} & 3) === 0) ${v} = M32[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 2]; else { ${v} = mmu.read32(${la}); att |= cpu.attention; }`);
+    else if (s === 1) this.emit(`if (TR[${ti}] === ${vp} && (${la} & 1) === 0) ${v} = M16[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 1]; else { ${v} = mmu.read16(${la}); att |= cpu.attention; }`);
+    else this.emit(`if (TR[${ti}] === ${vp}) ${v} = M8[${ti}][OFS[${ti}] + (${la} & 4095)]; else { ${v} = mmu.read8(${la}); att |= cpu.attention; }`);
     return v;
   }
 
@@ -333,9 +338,9 @@ class RegionGen {
     const ti = this.tmp();
     this.slow = true;
     this.emit(`{ ${vp} = ${la} >>> 12; ${ti} = ${vp} & 16383;`);
-    if (s === 2) this.emit(`if (tW[${ti}] === ${vp} && (${la} & 3) === 0) M32[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 2] = ${v}; else { mmu.write32(${la}, ${v}); att |= cpu.attention; } }`);
-    else if (s === 1) this.emit(`if (tW[${ti}] === ${vp} && (${la} & 1) === 0) M16[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 1] = ${v}; else { mmu.write16(${la}, ${v}); att |= cpu.attention; } }`);
-    else this.emit(`if (tW[${ti}] === ${vp}) M8[${ti}][OFS[${ti}] + (${la} & 4095)] = ${v}; else { mmu.write8(${la}, ${v}); att |= cpu.attention; } }`);
+    if (s === 2) this.emit(`if (TW[${ti}] === ${vp} && (${la} & 3) === 0) M32[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 2] = ${v}; else { mmu.write32(${la}, ${v}); att |= cpu.attention; } }`);
+    else if (s === 1) this.emit(`if (TW[${ti}] === ${vp} && (${la} & 1) === 0) M16[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 1] = ${v}; else { mmu.write16(${la}, ${v}); att |= cpu.attention; } }`);
+    else this.emit(`if (TW[${ti}] === ${vp}) M8[${ti}][OFS[${ti}] + (${la} & 4095)] = ${v}; else { mmu.write8(${la}, ${v}); att |= cpu.attention; } }`);
   }
 
   /**
@@ -357,7 +362,7 @@ class RegionGen {
     const wr = s === 2 ? "write32" : s === 1 ? "write16" : "write8";
     this.slow = true;
     this.emit(`${ix} = -1; ${vp} = ${la} >>> 12; ${ti} = ${vp} & 16383;`);
-    this.emit(`if (tW[${ti}] === ${vp}${al}) { ${ix} = (OFS[${ti}] + (${la} & 4095))${sh}; ${x} = ${arr}[${ti}][${ix}]; } else { mmu.probeWrite(${la}, ${n}); ${x} = mmu.${rd}(${la}); }`);
+    this.emit(`if (TW[${ti}] === ${vp}${al}) { ${ix} = (OFS[${ti}] + (${la} & 4095))${sh}; ${x} = ${arr}[${ti}][${ix}]; } else { mmu.probeWrite(${la}, ${n}); ${x} = mmu.${rd}(${la}); }`);
     const res = compute(x);
     this.emit(`if (${ix} >= 0) ${arr}[${ti}][${ix}] = ${res}; else { mmu.${wr}(${la}, ${res}); att |= cpu.attention; }`);
   }
@@ -838,7 +843,8 @@ export class BlockCompiler implements DecodeCacheListener {
     const segDecl = segList.map((i) => `let sf${i} = 0, sb${i} = 0;`).join(" ");
     const guardList = segList.filter((i) => (u.guard >> i) & 1);
     // The assumptions the code was compiled under: flat segments and the stack size.
-    const guardOk = [...guardList.map((i) => `cpu.segFast[${i}] === 1`), `cpu.stack32 === ${g.stack32}`].join(" && ");
+    // The TLB tag set (supervisor or user) is a constant of the function: V8 then drops the checks it makes on a typed array it cannot see.
+    const guardOk = [...guardList.map((i) => `cpu.segFast[${i}] === 1`), `cpu.stack32 === ${g.stack32}`, "mmu.tagR === TR"].join(" && ");
     const temps = g.maxTemps > 0 ? `let ${Array.from({ length: g.maxTemps }, (_, i) => `t${i} = 0`).join(", ")};` : "";
     const flagsOut = g.flagsOut();
     const flagsIn = g.flagsIn();
@@ -853,7 +859,6 @@ return function region_${gpnHex}_${off0.toString(16)}(eip, n, budget) {
   const csLim = cpu.csLimit;
   ${load}
   let fl = cpu.flags, lz = cpu.lazy, fO = cpu.fOp, fA = cpu.fA, fB = cpu.fB, fR = cpu.fR, fS = cpu.fS, fC = cpu.fC;
-  let tR = mmu.tagR, tW = mmu.tagW;
   ${segDecl} ${segLoad}
   let live = 1, sc = 0, bR = 0, att = 0, o = o0;
   ${temps}
@@ -872,12 +877,12 @@ ${body}
   ${store} ${flagsOut}
   cpu.eip = eip; cpu.sliceCount = n;
   return n;
-};`.replace(/\/\*SPILL\*\//g, `${store} ${flagsOut}`).replace(/\/\*FILL\*\//g, `${reload} ${flagsIn} tR = mmu.tagR; tW = mmu.tagW; ${segLoad}`).replace(/\/\*GUARD\*\//g, `!(${guardOk})`);
+};`.replace(/\/\*SPILL\*\//g, `${store} ${flagsOut}`).replace(/\/\*FILL\*\//g, `${reload} ${flagsIn} ${segLoad}`).replace(/\/\*GUARD\*\//g, `!(${guardOk})`);
     this.onCompile?.(src);
-    const factory = new Function("cpu", "mmu", "regs", "M8", "M16", "M32", "OFS", "PAR", "cfOf", "condOf", "flagsOf", "MAP", src) as (...a: unknown[]) => RegionFn;
+    const factory = new Function("cpu", "mmu", "regs", "M8", "M16", "M32", "OFS", "PAR", "cfOf", "condOf", "flagsOf", "MAP", "TR", "TW", src) as (...a: unknown[]) => RegionFn;
     const cpu = this.cpu;
     const mmu = cpu.mmu;
-    const fn = factory(cpu, mmu, cpu.regs, mmu.mem, mmu.mem16, mmu.mem32, mmu.off, PARITY, cfOf, condOf, flagsOf, map);
+    const fn = factory(cpu, mmu, cpu.regs, mmu.mem, mmu.mem16, mmu.mem32, mmu.off, PARITY, cfOf, condOf, flagsOf, map, mmu.tagR, mmu.tagW);
     return { fn, blocks: ids, chars: src.length };
   }
 }
