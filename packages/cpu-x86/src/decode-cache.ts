@@ -7,7 +7,7 @@
 /** int32 words per record: [id | length | size | sub | A | B], [EA form], [displacement], [immediate]. */
 export const REC_STRIDE = 4;
 /** Records in the pool (a full pool flushes the whole cache, like a translation cache). */
-const MAX_RECORDS = 1 << 17;
+const MAX_RECORDS = 1 << 19;
 /** Highest block id (ids are stored in 16-bit page maps; 0 means "not decoded"). */
 export const MAX_BLOCKS = 0xffff;
 /** Pages with a block map at once (each map is 8 KiB). */
