@@ -1789,10 +1789,23 @@ export class Cpu {
     // k: 0 movs (A4/A5), 1 cmps (A6/A7), 2 stos (AA/AB), 3 lods (AC/AD), 4 scas (AE/AF), 5 ins (6C/6D), 6 outs (6E/6F).
     const k = op >= 0xa4 ? (op < 0xa6 ? 0 : op < 0xa8 ? 1 : op < 0xac ? 2 : op < 0xae ? 3 : 4) : op < 0x6e ? 5 : 6;
     let budget = 4096;
+    const bulk = rep !== 0 && a32 && (k === 0 || k === 2) && delta > 0;
     for (;;) {
       if (rep !== 0) {
         const c = a32 ? regs[1] : regs[1] & 0xffff;
         if (c === 0) return;
+        if (bulk && c !== 1) {
+          const done = this.repBulk(k === 0, s, srcSeg, c);
+          if (done > 0) {
+            budget -= done;
+            if ((regs[1] = (c - done) | 0) === 0) return;
+            if (budget <= 0 || this.attention !== 0) {
+              this.eip = this.instrStart;
+              return;
+            }
+            continue;
+          }
+        }
       }
       const si = a32 ? regs[6] : regs[6] & 0xffff;
       const di = a32 ? regs[7] : regs[7] & 0xffff;
@@ -1857,6 +1870,55 @@ export class Cpu {
         return;
       }
     }
+  }
+
+  /**
+   * REP MOVS / REP STOS going up with 32-bit addressing, many elements at
+   * once: as far as the destination (and source) pages go, when the
+   * segments are flat and the TLB already holds the pages with the access
+   * rights needed, so no element can fault, reach MMIO or write decoded code
+   * (write entries never exist for code pages). Element by element a MOVS
+   * whose destination starts inside its source (same host page, higher
+   * address) repeats a pattern; that case is left to the loop.
+   * @returns the elements done (ESI/EDI advanced), 0 when the loop must do the next one
+   */
+  private repBulk(movs: boolean, s: number, srcSeg: number, count: number): number {
+    const regs = this.regs;
+    const mmu = this.mmu;
+    const sh = s === 2 ? 2 : s;
+    if (this.segFast[C.ES] !== 1 || (movs && this.segFast[srcSeg] !== 1)) return 0;
+    const ld = (this.segBase[C.ES] + regs[7]) | 0;
+    const vd = ld >>> 12;
+    const id = vd & (TLB_SIZE - 1);
+    if (mmu.tagW[id] !== vd) return 0;
+    let n = (4096 - (ld & 0xfff)) >> sh;
+    if ((count >>> 0) < n) n = count >>> 0;
+    const od = mmu.off[id] + (ld & 0xfff);
+    const dst = mmu.mem[id];
+    if (movs) {
+      const ls = (this.segBase[srcSeg] + regs[6]) | 0;
+      const vs = ls >>> 12;
+      const is = vs & (TLB_SIZE - 1);
+      if (mmu.tagR[is] !== vs) return 0;
+      const m = (4096 - (ls & 0xfff)) >> sh;
+      if (m < n) n = m;
+      if (n < 2) return 0;
+      const os = mmu.off[is] + (ls & 0xfff);
+      const src = mmu.mem[is];
+      const bytes = n << sh;
+      if (src === dst) {
+        if (od > os && od < os + bytes) return 0;
+        dst.copyWithin(od, os, os + bytes);
+      } else dst.set(src.subarray(os, os + bytes), od);
+      regs[6] = (regs[6] + bytes) | 0;
+    } else {
+      if (n < 2 || (od & ((1 << sh) - 1)) !== 0) return 0;
+      if (s === 0) dst.fill(regs[0] & 0xff, od, od + n);
+      else if (s === 1) mmu.mem16[id].fill(regs[0] & 0xffff, od >> 1, (od >> 1) + n);
+      else mmu.mem32[id].fill(regs[0], od >> 2, (od >> 2) + n);
+    }
+    regs[7] = (regs[7] + (n << sh)) | 0;
+    return n;
   }
 
   // ---------------------------------------------------------------- run loop
