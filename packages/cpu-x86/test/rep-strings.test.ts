@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { expect, it } from "vitest";
 import { PhysicalMemory } from "@typevisor/mmu-ept";
 import { describeWithTools, tempDir } from "@typevisor/test-support";
-import { Cpu, x86 } from "../src/index.js";
+import { flatCpu } from "./harness/flat-cpu.js";
 
 interface Op {
   kind: "movs" | "stos";
@@ -81,12 +81,7 @@ describeWithTools(["nasm"], "REP MOVS and REP STOS", () => {
     const memory = new PhysicalMemory({ ramSize: 1 << 20 });
     memory.write(0x1000, image);
     memory.write(AREA, initial());
-    const cpu = new Cpu(memory, { ports: { read: () => 0, write: () => undefined }, now: () => 0, nsPerInstruction: 0, legacyPic: () => undefined, shutdown: () => undefined });
-    cpu.cr0 = 0x11;
-    cpu.setSegCache(x86.CS, 8, 0, -1, 0x9b | 0xc000);
-    for (const s of [x86.DS, x86.ES, x86.SS]) cpu.setSegCache(s, 0x10, 0, -1, 0x93 | 0xc000);
-    cpu.eip = 0x1000;
-    cpu.regs[4] = 0x7000;
+    const cpu = flatCpu(memory, 0x1000, 0x7000);
     for (let guard = 0; !cpu.halted && guard < 10_000; guard++) cpu.runSlice(1000);
     expect(cpu.halted).toBe(true);
 

@@ -9,7 +9,8 @@ import { join } from "node:path";
 import { expect, it } from "vitest";
 import { PhysicalMemory } from "@typevisor/mmu-ept";
 import { describeWithTools, tempDir } from "@typevisor/test-support";
-import { Cpu, x86 } from "../src/index.js";
+import { x86 } from "../src/index.js";
+import { flatCpu } from "./harness/flat-cpu.js";
 
 const PROGRAM = `bits 32
 org 0x1000
@@ -39,12 +40,7 @@ below:
 function run(image: Uint8Array, slice: number, singleStep: boolean): { regs: number[]; instructions: number; sum: number } {
   const memory = new PhysicalMemory({ ramSize: 1 << 20 });
   memory.write(0x1000, image);
-  const cpu = new Cpu(memory, { ports: { read: () => 0, write: () => undefined }, now: () => 0, nsPerInstruction: 0, legacyPic: () => undefined, shutdown: () => undefined });
-  cpu.cr0 = 0x11;
-  cpu.setSegCache(x86.CS, 8, 0, -1, 0x9b | 0xc000);
-  for (const s of [x86.DS, x86.ES, x86.SS]) cpu.setSegCache(s, 0x10, 0, -1, 0x93 | 0xc000);
-  cpu.eip = 0x1000;
-  cpu.regs[4] = 0x7000;
+  const cpu = flatCpu(memory, 0x1000, 0x7000);
   // TF with the #DB vector pointing at an IRET would change the stack; instead the exception intercept swallows each trap.
   if (singleStep) {
     cpu.setFlagsRaw(2 | x86.TF);
