@@ -120,36 +120,33 @@ bad_idt: dw 0
 `;
 
 describeWithTools(["nasm", "ld"], "typevisor run with a multiboot guest", () => {
-  function build(mode: string): { file: string; remove: () => void } {
+  /** Builds the program in `mode` into a scratch folder, runs `body` with it and captured I/O, then removes the folder. */
+  async function withProgram(mode: string, body: (p: { file: string; dir: string; c: ReturnType<typeof captureIo> }) => Promise<void>): Promise<void> {
     const dir = tempDir();
-    const asm = join(dir.path, "t.asm");
-    writeFileSync(asm, PROGRAM.replace("'MODE'", `'${mode}'`));
-    execFileSync("nasm", ["-f", "elf32", asm, "-o", join(dir.path, "t.o")]);
-    execFileSync("ld", ["-m", "elf_i386", "-N", "--no-warn-rwx-segments", "-Ttext", "0x100000", "-e", "_start", "-o", join(dir.path, "t.elf"), join(dir.path, "t.o")]);
-    return { file: join(dir.path, "t.elf"), remove: dir.remove };
+    try {
+      const asm = join(dir.path, "t.asm");
+      writeFileSync(asm, PROGRAM.replace("'MODE'", `'${mode}'`));
+      execFileSync("nasm", ["-f", "elf32", asm, "-o", join(dir.path, "t.o")]);
+      execFileSync("ld", ["-m", "elf_i386", "-N", "--no-warn-rwx-segments", "-Ttext", "0x100000", "-e", "_start", "-o", join(dir.path, "t.elf"), join(dir.path, "t.o")]);
+      await body({ file: join(dir.path, "t.elf"), dir: dir.path, c: captureIo() });
+    } finally {
+      dir.remove();
+    }
   }
 
-  it("streams the serial port and exits with the guest's isa-debug-exit status", async () => {
-    const k = build("e");
-    try {
-      const c = captureIo();
-      const status = await main(["run", "--kernel", k.file, "--deterministic"], c.io);
+  it("streams the serial port and exits with the guest's isa-debug-exit status", () =>
+    withProgram("e", async ({ file, c }) => {
+      const status = await main(["run", "--kernel", file, "--deterministic"], c.io);
       expect(status).toBe(85);
       expect(c.out()).toBe("hello from the guest\n");
-    } finally {
-      k.remove();
-    }
-  });
+    }));
 
-  it("writes --stats JSON: instructions, times, and per disk the backend's requests", async () => {
-    const k = build("e");
-    const dir = tempDir();
-    try {
-      const c = captureIo();
-      const stats = join(dir.path, "stats.json");
-      const disk = join(dir.path, "d.img");
+  it("writes --stats JSON: instructions, times, and per disk the backend's requests", () =>
+    withProgram("e", async ({ file, dir, c }) => {
+      const stats = join(dir, "stats.json");
+      const disk = join(dir, "d.img");
       writeFileSync(disk, Buffer.alloc(1 << 20));
-      expect(await main(["run", "--kernel", k.file, "--deterministic", "--disk", `${disk},format=raw`, "--stats", stats], c.io)).toBe(85);
+      expect(await main(["run", "--kernel", file, "--deterministic", "--disk", `${disk},format=raw`, "--stats", stats], c.io)).toBe(85);
       const s = JSON.parse(readFileSync(stats, "utf8")) as RunStats;
       // The program's serial loop: about 21 characters, each a handful of instructions plus THRE polls.
       expect(s.instructions).toBeGreaterThan(100);
@@ -157,35 +154,19 @@ describeWithTools(["nasm", "ld"], "typevisor run with a multiboot guest", () => 
       expect(s.stop).toEqual({ reason: "exit", exitCode: 85 });
       // The guest has no driver: the disk exists and saw no requests.
       expect(s.disks).toEqual([{ path: disk, busySeconds: 0, requests: { read: 0, write: 0, flush: 0, discard: 0, writeZeroes: 0 } }]);
-    } finally {
-      k.remove();
-      dir.remove();
-    }
-  });
+    }));
 
-  it("reports a triple fault with --no-reboot as status 3", async () => {
-    const k = build("t");
-    try {
-      const c = captureIo();
-      expect(await main(["run", "--kernel", k.file, "--no-reboot"], c.io)).toBe(RUN_STATUS.tripleFault);
+  it("reports a triple fault with --no-reboot as status 3", () =>
+    withProgram("t", async ({ file, c }) => {
+      expect(await main(["run", "--kernel", file, "--no-reboot"], c.io)).toBe(RUN_STATUS.tripleFault);
       expect(c.err()).toMatch(/triple fault/);
-    } finally {
-      k.remove();
-    }
-  });
+    }));
 
-  it("stops a hung guest on --timeout with status 124, and writes serial to a file", async () => {
-    const k = build("h");
-    const dir = tempDir();
-    try {
-      const c = captureIo();
-      const log = join(dir.path, "serial.log");
-      expect(await main(["run", "--kernel", k.file, "--timeout", "0.5", "--serial", `file:${log}`], c.io)).toBe(RUN_STATUS.timeout);
+  it("stops a hung guest on --timeout with status 124, and writes serial to a file", () =>
+    withProgram("h", async ({ file, dir, c }) => {
+      const log = join(dir, "serial.log");
+      expect(await main(["run", "--kernel", file, "--timeout", "0.5", "--serial", `file:${log}`], c.io)).toBe(RUN_STATUS.timeout);
       expect(c.err()).toContain("timed out after 0.5 s");
       expect(readFileSync(log, "utf8")).toBe("hello from the guest\n");
-    } finally {
-      k.remove();
-      dir.remove();
-    }
-  });
+    }));
 });
