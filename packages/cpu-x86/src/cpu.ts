@@ -1789,14 +1789,16 @@ export class Cpu {
     // k: 0 movs (A4/A5), 1 cmps (A6/A7), 2 stos (AA/AB), 3 lods (AC/AD), 4 scas (AE/AF), 5 ins (6C/6D), 6 outs (6E/6F).
     const k = op >= 0xa4 ? (op < 0xa6 ? 0 : op < 0xa8 ? 1 : op < 0xac ? 2 : op < 0xae ? 3 : 4) : op < 0x6e ? 5 : 6;
     let budget = 4096;
-    const bulk = rep !== 0 && a32 && (k === 0 || k === 2) && delta > 0;
+    let bulk = rep !== 0 && a32 && (k === 0 || k === 2) && delta > 0;
     for (;;) {
       if (rep !== 0) {
         const c = a32 ? regs[1] : regs[1] & 0xffff;
         if (c === 0) return;
         if (bulk && c !== 1) {
           const done = this.repBulk(k === 0, s, srcSeg, c);
-          if (done > 0) {
+          // -1: never for this instruction (what blocks it does not change as it goes on).
+          if (done < 0) bulk = false;
+          else if (done > 0) {
             budget -= done;
             if ((regs[1] = (c - done) | 0) === 0) return;
             if (budget <= 0 || this.attention !== 0) {
@@ -1880,13 +1882,16 @@ export class Cpu {
    * (write entries never exist for code pages). Element by element a MOVS
    * whose destination starts inside its source (same host page, higher
    * address) repeats a pattern; that case is left to the loop.
-   * @returns the elements done (ESI/EDI advanced), 0 when the loop must do the next one
+   * @returns the elements done (ESI/EDI advanced); 0 when the loop must do
+   *   the next one (a page not in the TLB yet, an element across a page
+   *   end); -1 when no run of this instruction can go in bulk (segments not
+   *   flat, a misaligned STOS, a MOVS repeating a pattern)
    */
   private repBulk(movs: boolean, s: number, srcSeg: number, count: number): number {
     const regs = this.regs;
     const mmu = this.mmu;
     const sh = s === 2 ? 2 : s;
-    if (this.segFast[C.ES] !== 1 || (movs && this.segFast[srcSeg] !== 1)) return 0;
+    if (this.segFast[C.ES] !== 1 || (movs && this.segFast[srcSeg] !== 1)) return -1;
     const ld = (this.segBase[C.ES] + regs[7]) | 0;
     const vd = ld >>> 12;
     const id = vd & (TLB_SIZE - 1);
@@ -1907,12 +1912,13 @@ export class Cpu {
       const src = mmu.mem[is];
       const bytes = n << sh;
       if (src === dst) {
-        if (od > os && od < os + bytes) return 0;
+        if (od > os && od < os + bytes) return -1;
         dst.copyWithin(od, os, os + bytes);
       } else dst.set(src.subarray(os, os + bytes), od);
       regs[6] = (regs[6] + bytes) | 0;
     } else {
-      if (n < 2 || (od & ((1 << sh) - 1)) !== 0) return 0;
+      if ((od & ((1 << sh) - 1)) !== 0) return -1;
+      if (n < 2) return 0;
       if (s === 0) dst.fill(regs[0] & 0xff, od, od + n);
       else if (s === 1) mmu.mem16[id].fill(regs[0] & 0xffff, od >> 1, (od >> 1) + n);
       else mmu.mem32[id].fill(regs[0], od >> 2, (od >> 2) + n);
