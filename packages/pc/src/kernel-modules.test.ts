@@ -79,6 +79,9 @@ describe("kernel modules", () => {
       expect(existsSync(join(dir.path, "typevisor.aliases.json"))).toBe(true);
       expect(aliasIndex(dir.path).get("crypto-crc32c")?.sort()).toEqual(["crc32c_generic", "crc32c_intel"]);
       expect(moduleClosure(dir.path, ["ext4"]).map((m) => m.name)).toEqual(["crc32c_generic", "jbd2", "ext4"]);
+      // A damaged cache is rebuilt rather than believed.
+      writeFileSync(join(dir.path, "typevisor.aliases.json"), JSON.stringify({ "crypto-crc32c": "crc32c_generic" }));
+      expect(moduleClosure(dir.path, ["ext4"]).map((m) => m.name)).toEqual(["crc32c_generic", "jbd2", "ext4"]);
     } finally {
       dir.remove();
     }

@@ -108,8 +108,12 @@ const ALIAS_CACHE = "typevisor.aliases.json";
 export function aliasIndex(modulesDir: string, index = indexModules(modulesDir)): Map<string, string[]> {
   const cache = join(modulesDir, ALIAS_CACHE);
   try {
-    const cached = JSON.parse(readFileSync(cache, "utf8")) as Record<string, string[]>;
-    if (cached && typeof cached === "object") return new Map(Object.entries(cached));
+    const cached: unknown = JSON.parse(readFileSync(cache, "utf8"));
+    // Only a well-formed cache is trusted (alias -> module names); anything else is rebuilt.
+    if (cached !== null && typeof cached === "object" && !Array.isArray(cached)) {
+      const entries = Object.entries(cached);
+      if (entries.every(([, v]) => Array.isArray(v) && v.every((n) => typeof n === "string"))) return new Map(entries as [string, string[]][]);
+    }
   } catch {
     // no cache yet, or unreadable: rebuild it
   }
