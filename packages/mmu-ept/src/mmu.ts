@@ -39,6 +39,7 @@ export interface FetchWindow {
 
 /** Entries of the direct-mapped software TLB (covers 64 MiB of distinct pages). */
 export const TLB_SIZE = 1 << 14;
+const TLB_MASK = TLB_SIZE - 1;
 
 /**
  * An array of `n` copies of `empty` with packed elements: `new Array(n)`
@@ -50,7 +51,6 @@ function packed<T>(n: number, empty: T): T[] {
   for (let i = 0; i < n; i++) a.push(empty);
   return a;
 }
-const TLB_MASK = TLB_SIZE - 1;
 
 /**
  * Thrown (one preallocated instance) when a linear access page-faults. The
