@@ -17,6 +17,7 @@ describeWithTools(["apt-get", "dpkg"], "Debian Linux guest on typevisor", () => 
     const script = [
       probe("uname", "uname -r"),
       probe("cpuinfo", "cat /proc/cpuinfo"),
+      probe("random", "dmesg | grep -c 'random: crng init done'"),
       probe("date", "date +%s"),
       probe("clocksource", "cat /sys/devices/system/clocksource/clocksource0/current_clocksource; dmesg | grep -c 'tsc: Detected 1000[.]000 MHz'"),
       probe("sha", "yes typevisor | head -c 4194304 | sha256sum"),
@@ -41,7 +42,12 @@ describeWithTools(["apt-get", "dpkg"], "Debian Linux guest on typevisor", () => 
     const cpuinfo = section(result.out, "cpuinfo");
     expect(cpuinfo).toMatch(/^fpu\s*: yes/m);
     const flags = /^flags\s*: (.*)$/m.exec(cpuinfo)![1].split(" ");
-    for (const f of ["fpu", "tsc", "cx8", "cmov", "mmx", "fxsr", "sse", "sse2"]) expect(flags).toContain(f);
+    for (const f of ["fpu", "tsc", "cx8", "cmov", "mmx", "fxsr", "sse", "sse2", "rdrand", "rdseed"]) expect(flags).toContain(f);
+  });
+
+  it("has its random pool ready at boot (seeded from RDRAND/RDSEED)", () => {
+    // Without a CPU generator the pool fills from interrupt timing only, long after /init starts.
+    expect(section(result.out, "random").trim()).toBe("1");
   });
 
   it("takes timer and serial interrupts", () => {

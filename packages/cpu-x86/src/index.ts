@@ -3,7 +3,7 @@
  * flags covering every IA-32 general-purpose instruction; real, protected
  * and virtual-8086 modes with descriptor tables, gates, privilege changes,
  * task switches, exceptions, #DF and triple fault; CPUID, RDTSC, MSRs,
- * SYSENTER/SYSEXIT; port I/O, MMIO, HLT and shutdown as exits to the machine.
+ * SYSENTER/SYSEXIT, RDRAND/RDSEED; port I/O, MMIO, HLT and shutdown as exits to the machine.
  *
  * @packageDocumentation
  */
@@ -27,6 +27,7 @@ export type { DecodeCacheListener } from "./decode-cache.js";
 export { LocalApic, APIC_DEFAULT_BASE, APIC_VERSION, APIC_REG, APIC_ESR, APIC_DELIVERY, APIC_BASE_BSP, APIC_BASE_ENABLE, MSR_TSC_DEADLINE } from "./apic.js";
 export { ApicBus, LOCAL_APICS } from "./apic-bus.js";
 export { X87, CPUID_FPU, type X87Options } from "./x87.js";
+export { RandomNumberUnit, hostRandom, CPUID_1_RDRAND, CPUID_7_RDSEED, type RandomFill } from "./rdrand.js";
 export { Simd, CPUID_SIMD_EDX, MXCSR_MASK } from "./sse.js";
 export { CPUID_SIGNATURE, CORE_FEATURES_EDX, CORE_EXT_FEATURES_EDX } from "./cpuid-msr.js";
 export { loadElf32, ElfError, type ElfImage, type ElfSegment } from "./elf.js";

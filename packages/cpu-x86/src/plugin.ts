@@ -4,6 +4,7 @@ import { ApicBus } from "./apic-bus.js";
 import { applyBootState, loadCpuState, saveCpuState } from "./cpu-state.js";
 import { Cpu } from "./cpu.js";
 import type { JitOptions } from "./jit.js";
+import { hostRandom, RandomNumberUnit, type RandomFill } from "./rdrand.js";
 import { Simd } from "./sse.js";
 import { X87 } from "./x87.js";
 
@@ -29,6 +30,13 @@ export interface X86CpuOptions {
    * on a 386 without a coprocessor; CPUID reports none of them).
    */
   fpu?: "sse2" | "x87" | "none";
+  /**
+   * RDRAND and RDSEED: `true` draws from the host's cryptographic generator,
+   * a function draws from it instead, `false` leaves them out (CPUID reports
+   * neither and they raise #UD). Default: on, except with a deterministic
+   * clock, whose runs must replay exactly.
+   */
+  rdrand?: boolean | RandomFill;
   /**
    * The block compiler (hot x86 blocks become JavaScript functions): `false`
    * interprets only; `{ threshold }` sets how many times a block runs before
@@ -97,6 +105,7 @@ export function x86Cpu(options: X86CpuOptions = {}): Plugin {
       apics = options.apic === false ? undefined : new ApicBus(machine);
       const units: Snapshottable[] = [];
       const fpu = options.fpu ?? "sse2";
+      const rdrand = options.rdrand ?? clock.mode !== "deterministic";
       for (let i = 0; i < count; i++) {
         const cpu = new Cpu(memory, apics ? apics.hostFor(i, host) : host, { index: i, onTripleFault: options.onTripleFault, jit: options.jit });
         apics?.attach(cpu);
@@ -110,6 +119,7 @@ export function x86Cpu(options: X86CpuOptions = {}): Plugin {
             units.push(simd.state);
           }
         }
+        if (rdrand !== false) cpu.addExtension(new RandomNumberUnit(rdrand === true ? hostRandom : rdrand));
         cpus.push(cpu);
         machine.addVcpu(cpu);
       }
