@@ -625,10 +625,6 @@ class RegionGen {
     return out;
   }
 
-  /** Whether the current instruction has a slow path so far. */
-  peekSlow(): boolean {
-    return this.slow;
-  }
 
   /** Clears the slow-path marker and returns whether it was set. */
   takeSlow(): boolean {
@@ -801,13 +797,15 @@ export class BlockCompiler implements DecodeCacheListener {
     const ids: number[] = [b];
     const seen = new Set<number>([off0]);
     let insns = dc.bCount[b];
+    // Successors must have run often in the interpreter (1/64 of the compile threshold): V8 compiles a path that never ran as a deoptimization, which the path's first run then takes.
+    const minHits = this.threshold >> 6;
     for (let q = 0; q < offs.length; q++) {
       const succ = successors(rec, dc.bStart[ids[q]], dc.bCount[ids[q]], offs[q], dc.bBytes[ids[q]]);
       for (const so of succ) {
         if (so < 0 || so > 0xfff || seen.has(so)) continue;
         seen.add(so);
         const id = map[so];
-        if (id <= GENERIC_BLOCK) continue;
+        if (id <= GENERIC_BLOCK || this.hits[id] < minHits) continue;
         if (offs.length >= MAX_REGION_BLOCKS || insns + dc.bCount[id] > MAX_REGION_INSNS) continue;
         offs.push(so);
         ids.push(id);
@@ -867,10 +865,14 @@ return function region_${gpnHex}_${off0.toString(16)}(eip, n, budget) {
   ${load}
   let fl = cpu.flags, lz = cpu.lazy, fO = cpu.fOp, fA = cpu.fA, fB = cpu.fB, fR = cpu.fR, fS = cpu.fS, fC = cpu.fC;
   ${segDecl} ${segLoad}
-  let live = 1, sc = 0, bR = 0, att = 0, o = o0;
+  let live = 1, sc = 0, bR = 0, att = 0, o = o0, k = 0;
   ${temps}
+  // Every exit sets o (the next page offset) and k (instructions the block ran) and continues here: an exit then holds only constants, so it needs no V8 type feedback (code that never ran before V8 optimized the region would deoptimize it on its first run). EIP is pb + o.
   try {
     L: for (;;) {
+      n = (n + k) | 0;
+      k = 0;
+      if (att !== 0) break;
       switch (o) {
 ${body}
       }
@@ -878,11 +880,11 @@ ${body}
     }
   } catch (e) {
     if (live === 1) { ${store} ${flagsOut} }
-    cpu.sliceCount = (n + sc) | 0; cpu.blockEip = eip; cpu.blockRec = bR; cpu.blockN = n;
+    cpu.sliceCount = (n + sc) | 0; cpu.blockEip = (pb + o) & ${mask}; cpu.blockRec = bR; cpu.blockN = n;
     throw e;
   }
   ${store} ${flagsOut}
-  cpu.eip = eip; cpu.sliceCount = n;
+  cpu.eip = (pb + o) & ${mask}; cpu.sliceCount = n;
   return n;
 };`.replace(/\/\*SPILL\*\//g, `${store} ${flagsOut}`).replace(/\/\*FILL\*\//g, `${reload} ${flagsIn} ${segLoad}`).replace(/\/\*GUARD\*\//g, `!(${guardOk})`);
     this.onCompile?.(src);
@@ -951,7 +953,7 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
     const b = (w >> 24) & 15;
     const fused = D.isFused(w);
     const next = pos + len; // offset of the next instruction in the block
-    const nextExpr = `((eip + ${next}) & ${mask})`;
+    const nextExpr = `((pb + ${off + next}) & ${mask})`;
     const last = i + (fused ? 2 : 1) >= count;
     g.takeSlow();
     g.resetTemps();
@@ -967,8 +969,7 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
     const relTransfer = (disp: number, k: number, sizeBits: number): void => {
       const to = off + next + disp;
       if (mask === "-1" && sizeBits === 2 && to >= 0 && to <= 4095) {
-        const att = g.peekSlow() ? "if (att !== 0) break L; " : "";
-        g.emit(`n = (n + ${k}) | 0; eip = (eip + ${next + disp}) | 0; ${att}o = ${to}; continue L;`);
+        g.emit(`k = ${k}; o = ${to}; continue L;`);
         return;
       }
       transfer(`(${nextExpr} + ${disp}) | 0`, k, sizeBits);
@@ -977,17 +978,16 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
       const tt = g.tmp();
       g.emit(`{ ${tt} = ${t};${sizeBits !== 2 ? ` ${tt} &= 65535;` : ""}`);
       g.emit(`if (((${tt} - pb) >>> 0) > 4095 && (${tt} >>> 0) > csLim) { sc = ${k - 1}; cpu.raiseGp(0); }`);
-      const att = g.peekSlow() ? "if (att !== 0) break L; " : "";
-      g.emit(`${afterCheck} n = (n + ${k}) | 0; eip = ${tt}; ${att}o = (${tt} - pb) | 0; if ((o >>> 0) <= 4095) continue L; break L; }`);
+      g.emit(`${afterCheck} k = ${k}; o = (${tt} - pb) | 0; continue L; }`);
     };
     switch (id) {
       case D.H_GENERIC: {
         // The interpreter runs this one instruction on the CPU's own state.
-        g.emit(`/*SPILL*/ live = 0; sc = ${i}; cpu.eip = (eip + ${pos}) & ${mask}; cpu.sliceCount = (n + ${i}) | 0;`);
+        g.emit(`/*SPILL*/ live = 0; sc = ${i}; cpu.eip = (pb + ${off + pos}) & ${mask}; cpu.sliceCount = (n + ${i}) | 0;`);
         g.emit(`cpu.step(); /*FILL*/ live = 1;`);
-        g.emit(`n = (n + ${i + 1}) | 0; eip = cpu.eip;`);
-        g.emit(`if (cpu.attention !== 0 || cpu.winLen < 0 || cpu.curMap !== MAP || /*GUARD*/) break L;`);
-        g.emit(`o = (eip - pb) | 0; if ((o >>> 0) <= 4095) continue L; break L;`);
+        g.emit(`k = ${i + 1}; o = (cpu.eip - pb) | 0;`);
+        g.emit(`if (cpu.attention !== 0 || cpu.winLen < 0 || cpu.curMap !== MAP || /*GUARD*/) att = 1;`);
+        g.emit(`continue L;`);
         g.resetFlags();
         ended = true;
         break;
@@ -1305,20 +1305,19 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
     }
     g.emit("}");
     if (ended) return;
-    if (g.takeSlow() && !last) exitIfAttention(g, i + 1, nextExpr);
+    if (g.takeSlow() && !last) exitIfAttention(g, i + 1, off + next);
     i += fused ? 2 : 1;
     pos = next;
     r += REC_STRIDE;
   }
   // Fall-through: the block ended without a transfer (length or window limit).
   const k = count;
-  if (mask === "-1" && off + bytes <= 4095) g.emit(`n = (n + ${k}) | 0; eip = (eip + ${bytes}) | 0; if (att !== 0) break L; o = ${off + bytes}; continue L;`);
-  else g.emit(`n = (n + ${k}) | 0; eip = (eip + ${bytes}) & ${mask}; if (att !== 0) break L; o = (eip - pb) | 0; if ((o >>> 0) <= 4095) continue L; break L;`);
+  g.emit(`k = ${k}; o = ${off + bytes}; continue L;`);
 }
 
 /** After an instruction with a slow path: returns to the run loop when the slow path asked for attention. */
-function exitIfAttention(g: RegionGen, k: number, next: string): void {
-  g.emit(`if (att !== 0) { n = (n + ${k}) | 0; eip = ${next}; break L; }`);
+function exitIfAttention(g: RegionGen, k: number, next: number): void {
+  g.emit(`if (att !== 0) { k = ${k}; o = ${next}; continue L; }`);
 }
 
 /**
