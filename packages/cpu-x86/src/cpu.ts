@@ -1809,55 +1809,7 @@ export class Cpu {
           }
         }
       }
-      const si = a32 ? regs[6] : regs[6] & 0xffff;
-      const di = a32 ? regs[7] : regs[7] & 0xffff;
-      let advSi = false;
-      let advDi = false;
-      switch (k) {
-        case 0:
-          this.write(s, C.ES, di, this.read(s, srcSeg, si));
-          advSi = advDi = true;
-          break;
-        case 1: {
-          const a = this.read(s, srcSeg, si);
-          const b = this.read(s, C.ES, di);
-          this.alu(7, a, b, s);
-          advSi = advDi = true;
-          break;
-        }
-        case 2:
-          this.write(s, C.ES, di, this.getReg(s, 0));
-          advDi = true;
-          break;
-        case 3:
-          this.setReg(s, 0, this.read(s, srcSeg, si));
-          advSi = true;
-          break;
-        case 4:
-          this.alu(7, this.getReg(s, 0), this.read(s, C.ES, di), s);
-          advDi = true;
-          break;
-        case 5: {
-          // INS: check the destination before the port read (the read may have side effects).
-          this.checkIo(this.r16[4], n);
-          const la = this.lin(C.ES, di, n, true);
-          this.mmu.probeWrite(la, n);
-          this.writeLin(s, la, this.portIn(this.r16[4], s));
-          advDi = true;
-          break;
-        }
-        default:
-          this.portOut(this.r16[4], s, this.read(s, srcSeg, si));
-          advSi = true;
-      }
-      if (advSi) {
-        if (a32) regs[6] = (regs[6] + delta) | 0;
-        else this.r16[12] = (regs[6] + delta) & 0xffff;
-      }
-      if (advDi) {
-        if (a32) regs[7] = (regs[7] + delta) | 0;
-        else this.r16[14] = (regs[7] + delta) & 0xffff;
-      }
+      this.stringElement(k, s, srcSeg, a32);
       if (rep === 0) return;
       const c = a32 ? (regs[1] = (regs[1] - 1) | 0) : (this.r16[2] = (regs[1] - 1) & 0xffff);
       if (c === 0) return;
@@ -1871,6 +1823,68 @@ export class Cpu {
         this.eip = this.instrStart;
         return;
       }
+    }
+  }
+
+  /**
+   * One element of string instruction `k` (as {@link Cpu.stringOp} numbers
+   * them) of size `s`: the accesses, then ESI/EDI (SI/DI with 16-bit
+   * addressing) move by the element size, down when DF=1. Nothing changes
+   * before the last access that may fault. Decoded blocks run MOVS, CMPS,
+   * STOS, LODS and SCAS without REP through it.
+   */
+  stringElement(k: number, s: number, srcSeg: number, a32: boolean): void {
+    const regs = this.regs;
+    const n = 1 << s;
+    const delta = this.flags & C.DF ? -n : n;
+    const si = a32 ? regs[6] : regs[6] & 0xffff;
+    const di = a32 ? regs[7] : regs[7] & 0xffff;
+    let advSi = false;
+    let advDi = false;
+    switch (k) {
+      case 0:
+        this.write(s, C.ES, di, this.read(s, srcSeg, si));
+        advSi = advDi = true;
+        break;
+      case 1: {
+        const a = this.read(s, srcSeg, si);
+        const b = this.read(s, C.ES, di);
+        this.alu(7, a, b, s);
+        advSi = advDi = true;
+        break;
+      }
+      case 2:
+        this.write(s, C.ES, di, this.getReg(s, 0));
+        advDi = true;
+        break;
+      case 3:
+        this.setReg(s, 0, this.read(s, srcSeg, si));
+        advSi = true;
+        break;
+      case 4:
+        this.alu(7, this.getReg(s, 0), this.read(s, C.ES, di), s);
+        advDi = true;
+        break;
+      case 5: {
+        // INS: check the destination before the port read (the read may have side effects).
+        this.checkIo(this.r16[4], n);
+        const la = this.lin(C.ES, di, n, true);
+        this.mmu.probeWrite(la, n);
+        this.writeLin(s, la, this.portIn(this.r16[4], s));
+        advDi = true;
+        break;
+      }
+      default:
+        this.portOut(this.r16[4], s, this.read(s, srcSeg, si));
+        advSi = true;
+    }
+    if (advSi) {
+      if (a32) regs[6] = (regs[6] + delta) | 0;
+      else this.r16[12] = (regs[6] + delta) & 0xffff;
+    }
+    if (advDi) {
+      if (a32) regs[7] = (regs[7] + delta) | 0;
+      else this.r16[14] = (regs[7] + delta) & 0xffff;
     }
   }
 

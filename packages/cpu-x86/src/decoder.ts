@@ -165,6 +165,11 @@ export const H_TESTJ_RR32 = 69;
 export const H_INCJ_R32 = 70;
 /** DEC reg32 A fused with the Jcc after it. */
 export const H_DECJ_R32 = 71;
+/**
+ * MOVS, CMPS, STOS, LODS or SCAS without a REP prefix (sub: 0..4 in that
+ * order); word 1: the source segment, bit 3 set for 32-bit addressing.
+ */
+export const H_STRING = 72;
 
 // The 32-bit register forms of each ALU op (ADC and SBB use the generic one).
 const RR32 = [H_ADD_RR32, H_OR_RR32, H_ALU_RR32, H_ALU_RR32, H_AND_RR32, H_SUB_RR32, H_XOR_RR32, H_CMP_RR32];
@@ -462,6 +467,20 @@ export function decodeInstruction(rec: Int32Array, r: number, m: Uint8Array, p: 
       rec[r] = w0(op < 0xa2 ? H_MOV_RM : H_MOV_MR, i, s, 0, 0, 0);
       return i;
     }
+    case 0xa4:
+    case 0xa5:
+    case 0xa6:
+    case 0xa7:
+    case 0xaa:
+    case 0xab:
+    case 0xac:
+    case 0xad:
+    case 0xae:
+    case 0xaf:
+      // REP prefixes end the prefix loop above unparsed, so these run once.
+      rec[r + 1] = (segOvr >= 0 ? segOvr : C.DS) | (a32 ? 8 : 0);
+      rec[r] = w0(H_STRING, i, op & 1 ? vs : 0, op < 0xa8 ? (op - 0xa4) >> 1 : ((op - 0xa8) >> 1) + 1, 0, 0);
+      return i;
     case 0xa8:
     case 0xa9: {
       const s = op & 1 ? vs : 0;

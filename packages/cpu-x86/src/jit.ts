@@ -33,7 +33,7 @@
 //   the cache of functions is bounded in number and in source size.
 import type { Cpu } from "./cpu.js";
 import { GENERIC_BLOCK, REC_STRIDE, type DecodeCacheListener } from "./decode-cache.js";
-import { PARITY } from "./constants.js";
+import { ES, PARITY } from "./constants.js";
 import * as D from "./decoder.js";
 
 /** Options of the block compiler (`x86Cpu({ jit })`, `new Cpu(..., { jit })`). */
@@ -980,18 +980,30 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
       g.emit(`if (((${tt} - pb) >>> 0) > 4095 && (${tt} >>> 0) > csLim) { sc = ${k - 1}; cpu.raiseGp(0); }`);
       g.emit(`${afterCheck} k = ${k}; o = (${tt} - pb) | 0; continue L; }`);
     };
+    /** The interpreter runs this one instruction on the CPU's own state. */
+    const interpret = (): void => {
+      g.emit(`/*SPILL*/ live = 0; sc = ${i}; cpu.eip = (pb + ${off + pos}) & ${mask}; cpu.sliceCount = (n + ${i}) | 0;`);
+      g.emit(`cpu.step(); /*FILL*/ live = 1;`);
+      g.emit(`k = ${i + 1}; o = (cpu.eip - pb) | 0;`);
+      g.emit(`if (cpu.attention !== 0 || cpu.winLen < 0 || cpu.curMap !== MAP || /*GUARD*/) att = 1;`);
+      g.emit(`continue L;`);
+      g.resetFlags();
+    };
     switch (id) {
-      case D.H_GENERIC: {
-        // The interpreter runs this one instruction on the CPU's own state.
-        g.emit(`/*SPILL*/ live = 0; sc = ${i}; cpu.eip = (pb + ${off + pos}) & ${mask}; cpu.sliceCount = (n + ${i}) | 0;`);
-        g.emit(`cpu.step(); /*FILL*/ live = 1;`);
-        g.emit(`k = ${i + 1}; o = (cpu.eip - pb) | 0;`);
-        g.emit(`if (cpu.attention !== 0 || cpu.winLen < 0 || cpu.curMap !== MAP || /*GUARD*/) att = 1;`);
-        g.emit(`continue L;`);
-        g.resetFlags();
+      case D.H_STRING:
+        if ((rec[r + 1] & 8) !== 0) {
+          g.emit(`sc = ${i};`);
+          stringElement(g, sub, s, rec[r + 1] & 7);
+        } else {
+          // 16-bit addressing: the interpreter runs it.
+          interpret();
+          ended = true;
+        }
+        break;
+      case D.H_GENERIC:
+        interpret();
         ended = true;
         break;
-      }
       case D.H_ALU_RR32:
       case D.H_ALU_RR:
       case D.H_ADD_RR32:
@@ -1313,6 +1325,44 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
   // Fall-through: the block ended without a transfer (length or window limit).
   const k = count;
   g.emit(`k = ${k}; o = ${off + bytes}; continue L;`);
+}
+
+/**
+ * Emits one element of MOVS, CMPS, STOS, LODS or SCAS (`k` 0..4, as
+ * Cpu.stringElement) with 32-bit addressing: the accesses (source in
+ * `seg`, destination in ES), then ESI/EDI move by the element size, down
+ * when DF=1.
+ */
+function stringElement(g: RegionGen, k: number, s: number, seg: number): void {
+  const n = 1 << s;
+  g.use.regs |= (1 << 6) | (1 << 7);
+  const src = (): string => g.read(s, g.lin(seg, "r6", n, false));
+  const dst = (): string => g.read(s, g.lin(ES, "r7", n, false));
+  switch (k) {
+    case 0: {
+      // The source is read (and checked) before the destination is, as the interpreter does.
+      const v = src();
+      g.write(s, g.lin(ES, "r7", n, true), v);
+      break;
+    }
+    case 1: {
+      const a = src();
+      g.alu(7, a, dst(), s);
+      break;
+    }
+    case 2:
+      g.write(s, g.lin(ES, "r7", n, true), g.reg(s, 0));
+      break;
+    case 3:
+      g.emit(g.setReg(s, 0, src()));
+      break;
+    default:
+      g.alu(7, g.reg(s, 0), dst(), s);
+  }
+  // DF lives in fl: only CLD/STD/POPF/IRET change it, and they run in the interpreter, which reloads fl.
+  const d = `((fl & 1024) !== 0 ? ${-n} : ${n})`;
+  if (k !== 2 && k !== 4) g.emit(g.setReg(2, 6, `(r6 + ${d}) | 0`));
+  if (k !== 3) g.emit(g.setReg(2, 7, `(r7 + ${d}) | 0`));
 }
 
 /** After an instruction with a slow path: returns to the run loop when the slow path asked for attention. */
