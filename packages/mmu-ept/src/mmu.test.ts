@@ -109,6 +109,22 @@ describe("Mmu: 32-bit paging", () => {
     mmu.invlpg(0x800000);
     expect(mmu.read8(0x801000)).toBe(9);
   });
+
+  it("INVLPG drops large-page pieces in either half of a 4 MiB page, every time they were cached again", () => {
+    const { m, mmu } = paged(PG, CR4_PSE);
+    m.writeU8(0xe01000, 1); // 0xA01000: the upper 2 MiB of the 4 MiB page at 0x800000
+    expect(mmu.read8(0xa01000)).toBe(1);
+    m.writeU32(0x1008, 0x00400000 | 0x87);
+    m.writeU8(0x601000, 2);
+    mmu.invlpg(0x800000); // an address in the lower half
+    expect(mmu.read8(0xa01000)).toBe(2);
+    m.writeU32(0x1008, 0x00c00000 | 0x87);
+    mmu.invlpg(0x9ff000); // no piece cached in this half since the last scan, but one in the other
+    expect(mmu.read8(0xa01000)).toBe(1);
+    m.writeU32(0x1008, 0x00400000 | 0x87);
+    mmu.invlpg(0xbff000);
+    expect(mmu.read8(0xa01000)).toBe(2);
+  });
 });
 
 describe("Mmu: PAE paging", () => {

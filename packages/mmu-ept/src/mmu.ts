@@ -144,6 +144,8 @@ export class Mmu {
   /** Guest page number behind each entry (for code-page bookkeeping). */
   readonly gpnOf = new Float64Array(TLB_SIZE);
   private readonly flags = new Uint8Array(TLB_SIZE); // 1 = global, 2 = from a large page
+  /** Per 2 MiB of linear space: 1 once a large page's piece there was cached, until INVLPG scans the span (so most INVLPGs skip the scan). */
+  private readonly largeSpans = new Uint8Array(1 << (32 - PAGE_SHIFT - 9));
   private readonly inList = new Uint8Array(TLB_SIZE); // 1 while the index is in `listed`
   private readonly listed = new Int32Array(TLB_SIZE); // indices that may hold entries, for cheap flushes
   private listedCount = 0;
@@ -279,10 +281,15 @@ export class Mmu {
     // A large page's 4 KiB pieces sit in their own entries: drop all of them.
     const span = this.cr4 & CR4_PAE ? 512 : 1024;
     const first = vpn - (vpn % span);
+    const s0 = first >>> 9;
+    const s1 = (first + span - 1) >>> 9;
+    if (this.largeSpans[s0] === 0 && this.largeSpans[s1] === 0) return;
     for (let v = first; v < first + span; v++) {
       const i = v & TLB_MASK;
       if (this.flags[i] & 2 && this.tagRS[i] === v) this.dropVpn(v);
     }
+    this.largeSpans[s0] = 0;
+    this.largeSpans[s1] = 0;
   }
 
   private dropVpn(vpn: number): void {
@@ -466,6 +473,7 @@ export class Mmu {
       this.listed[this.listedCount++] = i;
     }
     this.flags[i] = (global ? 1 : 0) | (large ? 2 : 0);
+    if (large) this.largeSpans[vpn >>> 9] = 1;
     const c = hpn >>> CHUNK_PAGES_SHIFT;
     this.mem[i] = mem.host.chunks[c]!;
     this.mem32[i] = mem.host.chunks32[c]!;
