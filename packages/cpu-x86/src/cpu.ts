@@ -1780,8 +1780,6 @@ export class Cpu {
    */
   stringOp(op: number): void {
     const s = op & 1 ? (this.o32 ? 2 : 1) : 0;
-    const n = 1 << s;
-    const delta = this.flags & C.DF ? -n : n;
     const a32 = this.a32;
     const regs = this.regs;
     const srcSeg = this.segOvr >= 0 ? this.segOvr : C.DS;
@@ -1789,7 +1787,7 @@ export class Cpu {
     // k: 0 movs (A4/A5), 1 cmps (A6/A7), 2 stos (AA/AB), 3 lods (AC/AD), 4 scas (AE/AF), 5 ins (6C/6D), 6 outs (6E/6F).
     const k = op >= 0xa4 ? (op < 0xa6 ? 0 : op < 0xa8 ? 1 : op < 0xac ? 2 : op < 0xae ? 3 : 4) : op < 0x6e ? 5 : 6;
     let budget = 4096;
-    let bulk = rep !== 0 && a32 && (k === 0 || k === 2) && delta > 0;
+    let bulk = rep !== 0 && a32 && (k === 0 || k === 2) && (this.flags & C.DF) === 0;
     for (;;) {
       if (rep !== 0) {
         const c = a32 ? regs[1] : regs[1] & 0xffff;

@@ -4,11 +4,14 @@
 // (record-ops.ts) and agrees with it instruction by instruction:
 //
 // - A compiled function covers a region: a hot block and the decoded blocks
-//   of the same guest-physical page reachable from it by direct branches.
-//   Inside it, control moves between blocks through a switch on the page
-//   offset of EIP, so loops that span blocks stay in one function; any
-//   target it does not hold (another page, an undecoded block) returns to
-//   the run loop.
+//   of the same guest-physical page reachable from it by direct branches
+//   that the interpreter ran often. Inside it, control moves between blocks
+//   through a switch on the page offset of EIP, so loops that span blocks
+//   stay in one function; any target it does not hold (another page, a
+//   block left out) returns to the run loop. Every exit of a block only
+//   sets constants and goes back to the loop head: V8 compiles code that
+//   never ran before it optimized the function as a deoptimization, so
+//   rarely taken exits must need no type feedback.
 // - Guest registers and the lazy-flag state live in JavaScript locals while
 //   the function runs. They are written back when it returns, before the
 //   byte-by-byte interpreter runs an instruction the compiler does not
@@ -68,7 +71,6 @@ const MAX_REGION_SOURCE = 40_000;
 const MAX_REGIONS = 4096;
 /** Total generated source (characters) at most before everything compiled is dropped. */
 const MAX_SOURCE_CHARS = 24 << 20;
-
 
 /** CF of a lazy-flag state (mirrors Cpu.getCF). */
 export function cfOf(fl: number, lz: number, op: number, a: number, b: number, r: number, s: number, c: number): number {
@@ -624,7 +626,6 @@ class RegionGen {
     this.kLz = lazy;
     return out;
   }
-
 
   /** Clears the slow-path marker and returns whether it was set. */
   takeSlow(): boolean {
@@ -1323,8 +1324,7 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
     r += REC_STRIDE;
   }
   // Fall-through: the block ended without a transfer (length or window limit).
-  const k = count;
-  g.emit(`k = ${k}; o = ${off + bytes}; continue L;`);
+  g.emit(`k = ${count}; o = ${off + bytes}; continue L;`);
 }
 
 /**

@@ -671,12 +671,6 @@ export function runBlocks(cpu: Cpu, n: number, budget: number, interpretFirst = 
             cpu.lazy = 0x8d4;
             break;
           }
-          case 72: { // H_STRING
-            // MOVS/CMPS/STOS/LODS/SCAS without REP: one element (string loops such as i386 strcmp run these).
-            const e = rec[r + 1];
-            cpu.stringElement((w >> 16) & 15, (w >> 12) & 3, e & 7, (e & 8) !== 0);
-            break;
-          }
           case 70: // H_INCJ_R32
           case 71: { // H_DECJ_R32
             // INC/DEC of a register and the Jcc after it in one dispatch (loop counters).
@@ -723,6 +717,12 @@ export function runBlocks(cpu: Cpu, n: number, budget: number, interpretFirst = 
               cpu.raiseGp(0);
             }
             next = target;
+            break;
+          }
+          case 72: { // H_STRING
+            // MOVS/CMPS/STOS/LODS/SCAS without REP: one element (string loops such as i386 strcmp run these).
+            const e = rec[r + 1];
+            cpu.stringElement((w >> 16) & 15, (w >> 12) & 3, e & 7, (e & 8) !== 0);
             break;
           }
           case 31: // H_JCC
