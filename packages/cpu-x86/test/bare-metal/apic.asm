@@ -149,12 +149,17 @@ main:
   setbe al
   and dl, al
   HEX edx                           ; 1: counting down from the initial count
-  sti
+  ; Check, then halt with interrupts enabled only from the HLT on (STI's
+  ; shadow): an interrupt between the check and a plain HLT would leave it
+  ; halted for good.
 .o:
-  hlt
-  cmp dword [logn], 1
-  jb .o
   cli
+  cmp dword [logn], 1
+  jae .o_done
+  sti
+  hlt
+  jmp .o
+.o_done:
   HEX [APIC + A_TCCR]               ; 0 once expired
   HEX [APIC + A_TICR]
   PRINT 10
@@ -170,12 +175,16 @@ main:
   mov dword [hooks + 0x41*4], periodic_hook
   APIC_W A_TIMER, 0x20041
   APIC_W A_TICR, 100000
-  sti
+  ; As above: the hook masks the timer at the fifth interrupt, so a fifth
+  ; taken between the check and a plain HLT would leave it halted for good.
 .p:
-  hlt
-  cmp dword [logn], 5
-  jb .p
   cli
+  cmp dword [logn], 5
+  jae .p_done
+  sti
+  hlt
+  jmp .p
+.p_done:
   APIC_W A_TIMER, 0x30041           ; masked
   APIC_W A_TICR, 0
   mov dword [hooks + 0x41*4], 0
