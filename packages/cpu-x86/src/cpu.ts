@@ -246,7 +246,20 @@ export class Cpu {
   /** NMIs blocked until the next IRET. */
   nmiBlocked = false;
   /** Instructions retired since reset. */
-  instructions = 0;
+  get instructions(): number {
+    return this.retired[0];
+  }
+  set instructions(count: number) {
+    this.retired[0] = count;
+  }
+  /**
+   * The count behind {@link Cpu.instructions}. It passes 2^31 within a
+   * Linux boot: as an object field it would then change from a small
+   * integer to a double, which changes the Cpu's hidden class and
+   * deoptimizes every function V8 compiled against it. A Float64Array slot
+   * is a double from the start.
+   */
+  private readonly retired = new Float64Array(1);
   /** Instructions retired in the current slice (RDTSC in deterministic mode). */
   sliceCount = 0;
 

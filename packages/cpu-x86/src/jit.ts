@@ -90,6 +90,22 @@ export function cfOf(fl: number, lz: number, op: number, a: number, b: number, r
   }
 }
 
+/**
+ * Whether the product of two int32 values overflows 32 bits (IMUL's CF and
+ * OF): the exact product is a double below 2^53 and differs from the
+ * wrapped one exactly when it overflows. Regions call this rather than
+ * multiplying inline. V8 compiles a multiply that has only seen small
+ * results as an integer multiply that deoptimizes on overflow, and a
+ * region's first overflowing product would then deoptimize the whole
+ * region. This function's feedback is shared by every region that inlines
+ * it, and the call below records a product past 2^31 before any region
+ * runs, so V8 compiles it as a double multiply.
+ */
+export function imulOverflows(a: number, b: number): boolean {
+  return a * b !== Math.imul(a, b);
+}
+imulOverflows(0x10000, 0x10000);
+
 /** Condition `cc` of a lazy-flag state (mirrors Cpu.cond). */
 export function condOf(cc: number, fl: number, lz: number, op: number, a: number, b: number, r: number, s: number, c: number): boolean {
   const sign = s === 2 ? -0x80000000 : s === 1 ? 0x8000 : 0x80;
@@ -662,12 +678,27 @@ export class BlockCompiler implements DecodeCacheListener {
   readonly states: Uint8Array;
   /** Block starts before compiling. */
   readonly threshold: number;
+  /**
+   * @internal the run loop's counts: dispatches, times it ran the
+   * interpreter instead, instructions retired by compiled code. They pass
+   * 2^31 in long runs; as object fields they would then turn from small
+   * integers into doubles, a new hidden class that deoptimizes the code V8
+   * compiled against this object. Float64Array slots are doubles from the
+   * start.
+   */
+  readonly counts = new Float64Array(3);
   /** Times the run loop looked for compiled code (statistics). */
-  dispatches = 0;
-  /** Instructions retired by compiled code (statistics). */
-  compiledInstructions = 0;
+  get dispatches(): number {
+    return this.counts[0];
+  }
   /** Times it ran the interpreter instead (statistics). */
-  interpreted = 0;
+  get interpreted(): number {
+    return this.counts[1];
+  }
+  /** Instructions retired by compiled code (statistics). */
+  get compiledInstructions(): number {
+    return this.counts[2];
+  }
   /** Regions compiled (statistics). */
   compiled = 0;
   /** Regions dropped with their page or by a flush (statistics). */
@@ -889,10 +920,10 @@ ${body}
   return n;
 };`.replace(/\/\*SPILL\*\//g, `${store} ${flagsOut}`).replace(/\/\*FILL\*\//g, `${reload} ${flagsIn} ${segLoad}`).replace(/\/\*GUARD\*\//g, `!(${guardOk})`);
     this.onCompile?.(src);
-    const factory = new Function("cpu", "mmu", "regs", "M8", "M16", "M32", "OFS", "PAR", "cfOf", "condOf", "flagsOf", "MAP", "TR", "TW", src) as (...a: unknown[]) => RegionFn;
+    const factory = new Function("cpu", "mmu", "regs", "M8", "M16", "M32", "OFS", "PAR", "cfOf", "condOf", "flagsOf", "imulOverflows", "MAP", "TR", "TW", src) as (...a: unknown[]) => RegionFn;
     const cpu = this.cpu;
     const mmu = cpu.mmu;
-    const fn = factory(cpu, mmu, cpu.regs, mmu.mem, mmu.mem16, mmu.mem32, mmu.off, PARITY, cfOf, condOf, flagsOf, map, mmu.tagR, mmu.tagW);
+    const fn = factory(cpu, mmu, cpu.regs, mmu.mem, mmu.mem16, mmu.mem32, mmu.off, PARITY, cfOf, condOf, flagsOf, imulOverflows, map, mmu.tagR, mmu.tagW);
     return { fn, blocks: ids, chars: src.length };
   }
 }
@@ -1271,8 +1302,7 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
         if (s === 1) {
           g.emit(`${p} = ((${x}) << 16 >> 16) * ((${y}) << 16 >> 16); ${rr} = ${p} & 65535; ${q} = ${p} !== ((${p} << 16) >> 16) ? 2049 : 0;`);
         } else {
-          // An int32 product is exact as a double below 2^53 and overflows 32 bits whenever it is not.
-          g.emit(`${p} = ${x}; ${q} = ${y}; ${rr} = Math.imul(${p}, ${q}); ${q} = ${p} * ${q} !== ${rr} ? 2049 : 0;`);
+          g.emit(`${p} = ${x}; ${q} = ${y}; ${rr} = Math.imul(${p}, ${q}); ${q} = imulOverflows(${p}, ${q}) ? 2049 : 0;`);
         }
         g.resultFlags(rr, s, q);
         g.emit(g.setReg(s, a, rr));

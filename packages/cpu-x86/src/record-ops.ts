@@ -1116,9 +1116,10 @@ export function runCompiled(cpu: Cpu, n: number, budget: number): number {
       n = runBlocks(cpu, n, budget, true);
     }
     if (cpu.attention !== 0 || n >= budget) {
-      jit.dispatches += dispatches;
-      jit.interpreted += interpreted;
-      jit.compiledInstructions += compiled;
+      const counts = jit.counts;
+      counts[0] += dispatches;
+      counts[1] += interpreted;
+      counts[2] += compiled;
       return n;
     }
   }

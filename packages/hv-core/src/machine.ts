@@ -131,7 +131,11 @@ export class Machine {
   /** The vCPUs, index 0 first. */
   readonly vcpus: Vcpu[] = [];
   /** Instructions retired by all vCPUs since creation. */
-  instructions = 0;
+  get instructions(): number {
+    return this.retired[0];
+  }
+  /** The count behind {@link Machine.instructions}: a double from the start, so passing 2^31 does not change this object's hidden class (and deoptimize the code V8 compiled against it). */
+  private readonly retired = new Float64Array(1);
   /** Completed resets (reboots). */
   resets = 0;
 
@@ -364,7 +368,7 @@ export class Machine {
         for (const v of this.vcpus) {
           const n = v.runSlice(budget);
           if (n > most) most = n;
-          this.instructions += n;
+          this.retired[0] += n;
           if (!v.halted) allHalted = false;
         }
         clock.advanceInstructions(most);

@@ -209,6 +209,14 @@ describe("Mmu: EPT composition and dirty logging", () => {
     mmu.write32(0xfee000b0, 0);
     mmu.write8(0xfee00010, 0xab);
     expect(log).toEqual(["r32/4", "w176/4=0", "w16/1=ab"]);
+    expect(mmu.lastMmioAddress).toBe(0xfee00010);
+  });
+
+  it("keeps the fault address an int32 above 2 GiB (the field stays a small integer)", () => {
+    const { mmu } = setup();
+    mmu.setPaging(PG, 0x1000, 0, false); // an empty page directory: every access faults
+    expect(fault(() => mmu.read32(0xc0001234), mmu)).toEqual([0xc0001234, 0]);
+    expect(mmu.faultAddress).toBe(0xc0001234 | 0);
   });
 
   it("reads guest page tables through the EPT (page-table pages are guest-physical)", () => {

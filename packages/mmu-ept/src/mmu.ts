@@ -99,7 +99,13 @@ export class Mmu {
    */
   a20Mask = -1;
 
-  /** Linear address of the last page fault (the CPU copies it to CR2). */
+  /**
+   * Linear address of the last page fault (the CPU copies it to CR2), as an
+   * int32 (`>>> 0` gives the address). Kept in int32 range so the field
+   * stays a small integer: the first fault above 2 GiB would otherwise turn
+   * it into a double, a new hidden class for V8 that deoptimizes every
+   * function compiled against the MMU.
+   */
   faultAddress = 0;
   /** Error code of the last page fault. */
   faultCode = 0;
@@ -150,8 +156,8 @@ export class Mmu {
   private readonly listed = new Int32Array(TLB_SIZE); // indices that may hold entries, for cheap flushes
   private listedCount = 0;
   private user = false;
-  /** Guest-physical address of the last access that went to MMIO (set by the slow paths). */
-  private lastGpa = 0;
+  /** Guest-physical address of the last access that went to MMIO (set by the slow paths). A Float64Array slot: the address may pass 2^31 (the local APIC's is 0xFEE00000), which would turn a field into a double and give the MMU a new hidden class mid-run. */
+  private readonly lastGpa = new Float64Array(1);
   /** TLB misses served (statistics). */
   misses = 0;
   /** Called after every access that went to the MMIO bus (the CPU re-checks interrupts: a device may have raised one). */
@@ -342,7 +348,7 @@ export class Mmu {
   // ---- translation ----
 
   private fault(la: number, code: number): never {
-    this.faultAddress = la;
+    this.faultAddress = la | 0;
     this.faultCode = code;
     throw PAGE_FAULT;
   }
@@ -528,7 +534,7 @@ export class Mmu {
       const vpn = la >>> 12;
       if (this.tagR[vpn & TLB_MASK] === vpn) return this.read16(la);
       const bus = this.memory.mmio;
-      this.lastGpa = gpa;
+      this.lastGpa[0] = gpa;
       const v = bus ? bus.read(gpa, 2) : 0xffff;
       this.mmioHook?.();
       return v;
@@ -663,7 +669,7 @@ export class Mmu {
     const vpn = la >>> 12;
     const i = vpn & TLB_MASK;
     if (this.tagR[i] === vpn) return this.mem[i][this.off[i] + (la & 0xfff)];
-    this.lastGpa = gpa;
+    this.lastGpa[0] = gpa;
     const bus = this.memory.mmio;
     const v = bus ? bus.read(gpa, 1) : 0xff;
     this.mmioHook?.();
@@ -676,7 +682,7 @@ export class Mmu {
       const vpn = la >>> 12;
       if (this.tagR[vpn & TLB_MASK] === vpn) return this.read32(la);
       const bus = this.memory.mmio;
-      this.lastGpa = gpa;
+      this.lastGpa[0] = gpa;
       const v = bus ? bus.read(gpa, 4) | 0 : -1;
       this.mmioHook?.();
       return v;
@@ -720,7 +726,7 @@ export class Mmu {
     const gpn = Math.floor(gpa / 4096);
     const hpn = mem.resolve(gpn, EPT_WRITE);
     if (hpn === NOT_RAM) {
-      this.lastGpa = gpa;
+      this.lastGpa[0] = gpa;
       mem.mmio?.write(gpa, size, size === 4 ? v >>> 0 : v & ((1 << (size * 8)) - 1));
       this.mmioHook?.();
       return;
@@ -743,6 +749,6 @@ export class Mmu {
 
   /** Guest-physical address of the last MMIO access (diagnostics). */
   get lastMmioAddress(): number {
-    return this.lastGpa;
+    return this.lastGpa[0];
   }
 }

@@ -73,6 +73,7 @@ export class PciHost implements PciBus, Snapshottable {
   readonly bridge: PciConfigSpace;
   private readonly slots: (Plugged | undefined)[] = new Array(PCI_DEVICES_PER_BUS * PCI_FUNCTIONS_PER_DEVICE);
   private readonly lines = new Map<number, IrqLine>();
+  /** CF8 as an int32 (bit 31 is the enable bit): an unsigned value past 2^31 would turn the field into a double, a new hidden class for V8 mid-run. */
   private address = 0;
   private rcr = 0;
 
@@ -94,7 +95,7 @@ export class PciHost implements PciBus, Snapshottable {
     },
     write: (offset, size, value) => {
       if (offset === 0 && size === 4) {
-        this.address = (value & 0x80fffffc) >>> 0;
+        this.address = value & 0x80fffffc;
         return;
       }
       if (offset === 1 && size === 1) {
@@ -306,7 +307,7 @@ export class PciHost implements PciBus, Snapshottable {
 
   /** Saves CF8 and the reset control register (functions save their own state). */
   saveState(): StateValue {
-    return [this.address, this.rcr, this.bridge.saveState()];
+    return [this.address >>> 0, this.rcr, this.bridge.saveState()];
   }
 
   /** Restores CF8, the reset control register and the bridge function. */
@@ -314,7 +315,7 @@ export class PciHost implements PciBus, Snapshottable {
     if (!Array.isArray(data) || data.length !== 3 || typeof data[0] !== "number" || typeof data[1] !== "number") {
       throw new StateError("STATE_MALFORMED", "PCI host bridge: saved state is malformed");
     }
-    this.address = (data[0] & 0x80fffffc) >>> 0;
+    this.address = data[0] & 0x80fffffc;
     this.rcr = data[1] & 0x0e;
     this.bridge.loadState(data[2]);
   }
