@@ -249,6 +249,7 @@ export class Cpu {
   get instructions(): number {
     return this.retired[0];
   }
+  /** Sets the count (snapshot restore, tests). */
   set instructions(count: number) {
     this.retired[0] = count;
   }
