@@ -123,7 +123,7 @@ export function loadCpuState(cpu: Cpu, data: StateValue): void {
   [cpu.trSel, cpu.trBase, cpu.trLimit, cpu.trAttr] = tr;
   [cpu.gdtBase, cpu.gdtLimit] = gdtr;
   [cpu.idtBase, cpu.idtLimit] = idtr;
-  // Control registers are int32 while the CPU runs (see Mmu.faultAddress for why that matters).
+  // Control registers are int32 while the CPU runs (docs/DESIGN.md, hot-path rules).
   [cpu.cr0, cpu.cr2, cpu.cr3, cpu.cr4] = cr.map((v) => v | 0);
   cpu.dr.set(dr);
   cpu.efer = efer;

@@ -253,13 +253,7 @@ export class Cpu {
   set instructions(count: number) {
     this.retired[0] = count;
   }
-  /**
-   * The count behind {@link Cpu.instructions}. It passes 2^31 within a
-   * Linux boot: as an object field it would then change from a small
-   * integer to a double, which changes the Cpu's hidden class and
-   * deoptimizes every function V8 compiled against it. A Float64Array slot
-   * is a double from the start.
-   */
+  /** The count behind {@link Cpu.instructions}: a Float64Array slot, since it passes 2^31 within a boot (docs/DESIGN.md, hot-path rules). */
   private readonly retired = new Float64Array(1);
   /** Instructions retired in the current slice (RDTSC in deterministic mode). */
   sliceCount = 0;

@@ -678,14 +678,7 @@ export class BlockCompiler implements DecodeCacheListener {
   readonly states: Uint8Array;
   /** Block starts before compiling. */
   readonly threshold: number;
-  /**
-   * @internal the run loop's counts: dispatches, times it ran the
-   * interpreter instead, instructions retired by compiled code. They pass
-   * 2^31 in long runs; as object fields they would then turn from small
-   * integers into doubles, a new hidden class that deoptimizes the code V8
-   * compiled against this object. Float64Array slots are doubles from the
-   * start.
-   */
+  /** @internal the run loop's counts: dispatches, times it ran the interpreter instead, instructions retired by compiled code (Float64Array slots: they pass 2^31; docs/DESIGN.md, hot-path rules). */
   readonly counts = new Float64Array(3);
   /** Times the run loop looked for compiled code (statistics). */
   get dispatches(): number {

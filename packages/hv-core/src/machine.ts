@@ -134,7 +134,7 @@ export class Machine {
   get instructions(): number {
     return this.retired[0];
   }
-  /** The count behind {@link Machine.instructions}: a double from the start, so passing 2^31 does not change this object's hidden class (and deoptimize the code V8 compiled against it). */
+  /** The count behind {@link Machine.instructions}: a Float64Array slot, since it passes 2^31 within a boot (docs/DESIGN.md, hot-path rules). */
   private readonly retired = new Float64Array(1);
   /** Completed resets (reboots). */
   resets = 0;

@@ -99,13 +99,7 @@ export class Mmu {
    */
   a20Mask = -1;
 
-  /**
-   * Linear address of the last page fault (the CPU copies it to CR2), as an
-   * int32 (`>>> 0` gives the address). Kept in int32 range so the field
-   * stays a small integer: the first fault above 2 GiB would otherwise turn
-   * it into a double, a new hidden class for V8 that deoptimizes every
-   * function compiled against the MMU.
-   */
+  /** Linear address of the last page fault (the CPU copies it to CR2), as an int32: `>>> 0` gives the address (docs/DESIGN.md, hot-path rules). */
   faultAddress = 0;
   /** Error code of the last page fault. */
   faultCode = 0;
@@ -156,7 +150,7 @@ export class Mmu {
   private readonly listed = new Int32Array(TLB_SIZE); // indices that may hold entries, for cheap flushes
   private listedCount = 0;
   private user = false;
-  /** Guest-physical address of the last access that went to MMIO (set by the slow paths). A Float64Array slot: the address may pass 2^31 (the local APIC's is 0xFEE00000), which would turn a field into a double and give the MMU a new hidden class mid-run. */
+  /** Guest-physical address of the last access that went to MMIO (set by the slow paths): a Float64Array slot, since it may pass 2^31 (docs/DESIGN.md, hot-path rules). */
   private readonly lastGpa = new Float64Array(1);
   /** TLB misses served (statistics). */
   misses = 0;

@@ -73,7 +73,7 @@ export class PciHost implements PciBus, Snapshottable {
   readonly bridge: PciConfigSpace;
   private readonly slots: (Plugged | undefined)[] = new Array(PCI_DEVICES_PER_BUS * PCI_FUNCTIONS_PER_DEVICE);
   private readonly lines = new Map<number, IrqLine>();
-  /** CF8 as an int32 (bit 31 is the enable bit): an unsigned value past 2^31 would turn the field into a double, a new hidden class for V8 mid-run. */
+  /** CF8 as an int32: bit 31 is the enable bit (docs/DESIGN.md, hot-path rules). */
   private address = 0;
   private rcr = 0;
 
