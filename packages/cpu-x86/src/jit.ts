@@ -23,9 +23,13 @@
 //   Cpu.faultRestore needs to rebuild EIP from the block's records. ESP is
 //   written only after an instruction's last check, as in the interpreter.
 // - A block runs only when the slice budget holds all of it (otherwise the
-//   interpreter runs it and stops mid-block). `attention` can only be set
-//   by a slow path (MMIO, a write to a code page, the interpreter), so it
-//   is checked after those, and the function returns after that instruction.
+//   interpreter runs it and stops mid-block).
+// - Memory accesses that miss the TLB (or cross a page, or go to MMIO or a
+//   code page) leave the function before their instruction, which the
+//   interpreter then runs: the slow path is the interpreter's, and the
+//   compiled one holds only constants. Misaligned accesses inside a page
+//   stay (byte by byte). `attention` can then only be set by an instruction
+//   the interpreter runs for the region, and is checked after each.
 // - A region is specialised on what held when it was compiled and checks it
 //   on entry and after every instruction the interpreter runs for it: flat
 //   segments, the stack size, and the MMU's TLB tag set (supervisor or user
@@ -58,7 +62,12 @@ export interface JitOptions {
  */
 export const DEFAULT_JIT_THRESHOLD = 60000;
 
-/** A compiled region: runs from EIP with `n` instructions retired in the slice; returns the new count, or -1 when it cannot run here. */
+/**
+ * A compiled region: runs from EIP with `n` instructions retired in the
+ * slice; returns the new count, or its complement (`~count`, negative)
+ * when the interpreter must run the instruction at the new EIP (the region
+ * cannot run here, or an access took a slow path).
+ */
 export type RegionFn = (eip: number, n: number, budget: number) => number;
 
 /** Blocks per region at most. */
@@ -177,8 +186,12 @@ class RegionGen {
   /** The flag state the code emitted so far leaves (within the current block). */
   private fs: FlagState = UNKNOWN;
   readonly use: Usage = { regs: 0, written: 0, segs: 0, guard: 0 };
-  /** Whether the current instruction has a slow path after which `att` may be set. */
-  private slow = false;
+  /**
+   * The exit a slow memory path takes: back to the run loop before the
+   * current instruction (block-relative count, page offset), which the
+   * interpreter then runs. Set by compileBlock for each instruction.
+   */
+  private slowExit = "";
 
   constructor(
     private readonly rec: Int32Array,
@@ -349,11 +362,12 @@ class RegionGen {
     const v = this.tmp();
     const vp = this.tmp();
     const ti = this.tmp();
-    this.slow = true;
+    const x = this.slowExit;
     this.emit(`${vp} = ${la} >>> 12; ${ti} = ${vp} & 16383;`);
-    if (s === 2) this.emit(`if (TR[${ti}] === ${vp} && (${la} & 3) === 0) ${v} = M32[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 2]; else { ${v} = mmu.read32(${la}); att |= cpu.attention; }`);
-    else if (s === 1) this.emit(`if (TR[${ti}] === ${vp} && (${la} & 1) === 0) ${v} = M16[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 1]; else { ${v} = mmu.read16(${la}); att |= cpu.attention; }`);
-    else this.emit(`if (TR[${ti}] === ${vp}) ${v} = M8[${ti}][OFS[${ti}] + (${la} & 4095)]; else { ${v} = mmu.read8(${la}); att |= cpu.attention; }`);
+    const inPage = `else if (TR[${ti}] === ${vp} && (${la} & 4095) <= ${4096 - (1 << s)})`;
+    if (s === 2) this.emit(`if (TR[${ti}] === ${vp} && (${la} & 3) === 0) ${v} = M32[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 2]; ${inPage} ${v} = ld32(M8[${ti}], OFS[${ti}] + (${la} & 4095)); else ${x}`);
+    else if (s === 1) this.emit(`if (TR[${ti}] === ${vp} && (${la} & 1) === 0) ${v} = M16[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 1]; ${inPage} ${v} = ld16(M8[${ti}], OFS[${ti}] + (${la} & 4095)); else ${x}`);
+    else this.emit(`if (TR[${ti}] === ${vp}) ${v} = M8[${ti}][OFS[${ti}] + (${la} & 4095)]; else ${x}`);
     return v;
   }
 
@@ -361,35 +375,41 @@ class RegionGen {
   write(s: number, la: string, v: string): void {
     const vp = this.tmp();
     const ti = this.tmp();
-    this.slow = true;
+    const x = this.slowExit;
     this.emit(`{ ${vp} = ${la} >>> 12; ${ti} = ${vp} & 16383;`);
-    if (s === 2) this.emit(`if (TW[${ti}] === ${vp} && (${la} & 3) === 0) M32[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 2] = ${v}; else { mmu.write32(${la}, ${v}); att |= cpu.attention; } }`);
-    else if (s === 1) this.emit(`if (TW[${ti}] === ${vp} && (${la} & 1) === 0) M16[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 1] = ${v}; else { mmu.write16(${la}, ${v}); att |= cpu.attention; } }`);
-    else this.emit(`if (TW[${ti}] === ${vp}) M8[${ti}][OFS[${ti}] + (${la} & 4095)] = ${v}; else { mmu.write8(${la}, ${v}); att |= cpu.attention; } }`);
+    const inPage = `else if (TW[${ti}] === ${vp} && (${la} & 4095) <= ${4096 - (1 << s)})`;
+    if (s === 2) this.emit(`if (TW[${ti}] === ${vp} && (${la} & 3) === 0) M32[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 2] = ${v}; ${inPage} st32(M8[${ti}], OFS[${ti}] + (${la} & 4095), ${v}); else ${x} }`);
+    else if (s === 1) this.emit(`if (TW[${ti}] === ${vp} && (${la} & 1) === 0) M16[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 1] = ${v}; ${inPage} st16(M8[${ti}], OFS[${ti}] + (${la} & 4095), ${v}); else ${x} }`);
+    else this.emit(`if (TW[${ti}] === ${vp}) M8[${ti}][OFS[${ti}] + (${la} & 4095)] = ${v}; else ${x} }`);
   }
 
   /**
    * Read-modify-write of size `s` at `la` (checked for writing): emits the
    * read, calls `compute(value)` for the statements and the result
-   * expression, then the write. The slow path probes the write first, as
-   * Cpu.rmwLin does, so a fault leaves memory untouched.
+   * expression, then the write. The TLB entry is checked for writing
+   * before the read, so the write needs no check of its own; a misaligned
+   * access inside the page goes byte by byte both ways.
    */
   rmw(s: number, la: string, compute: (x: string) => string): void {
     const x = this.tmp();
     const ix = this.tmp();
     const vp = this.tmp();
     const ti = this.tmp();
-    const n = 1 << s;
     const arr = s === 2 ? "M32" : s === 1 ? "M16" : "M8";
     const sh = s === 2 ? " >> 2" : s === 1 ? " >> 1" : "";
     const al = s === 2 ? ` && (${la} & 3) === 0` : s === 1 ? ` && (${la} & 1) === 0` : "";
-    const rd = s === 2 ? "read32" : s === 1 ? "read16" : "read8";
-    const wr = s === 2 ? "write32" : s === 1 ? "write16" : "write8";
-    this.slow = true;
-    this.emit(`${ix} = -1; ${vp} = ${la} >>> 12; ${ti} = ${vp} & 16383;`);
-    this.emit(`if (TW[${ti}] === ${vp}${al}) { ${ix} = (OFS[${ti}] + (${la} & 4095))${sh}; ${x} = ${arr}[${ti}][${ix}]; } else { mmu.probeWrite(${la}, ${n}); ${x} = mmu.${rd}(${la}); }`);
+    this.emit(`${vp} = ${la} >>> 12; ${ti} = ${vp} & 16383;`);
+    const hit = `if (TW[${ti}] === ${vp}${al}) { ${ix} = (OFS[${ti}] + (${la} & 4095))${sh}; ${x} = ${arr}[${ti}][${ix}]; }`;
+    if (s === 0) {
+      this.emit(`${hit} else ${this.slowExit}`);
+      this.emit(`${arr}[${ti}][${ix}] = ${compute(x)};`);
+      return;
+    }
+    // Misaligned in the page: ix holds -1 - the byte offset.
+    const n = 1 << s;
+    this.emit(`${hit} else if (TW[${ti}] === ${vp} && (${la} & 4095) <= ${4096 - n}) { ${ix} = -1 - (OFS[${ti}] + (${la} & 4095)); ${x} = ld${8 * n}(M8[${ti}], -1 - ${ix}); } else ${this.slowExit}`);
     const res = compute(x);
-    this.emit(`if (${ix} >= 0) ${arr}[${ti}][${ix}] = ${res}; else { mmu.${wr}(${la}, ${res}); att |= cpu.attention; }`);
+    this.emit(`if (${ix} >= 0) ${arr}[${ti}][${ix}] = ${res}; else st${8 * n}(M8[${ti}], -1 - ${ix}, ${res});`);
   }
 
   // ------------------------------------------------------------ flags
@@ -643,11 +663,18 @@ class RegionGen {
     return out;
   }
 
-  /** Clears the slow-path marker and returns whether it was set. */
-  takeSlow(): boolean {
-    const s = this.slow;
-    this.slow = false;
-    return s;
+  /**
+   * Starts instruction `k` of a block (at page offset `off`): its slow
+   * memory paths leave the region before it. They hold only constants, so
+   * V8 needs no type feedback for them: a TLB miss, an MMIO access or one
+   * that crosses a page never deoptimizes the region, however late it first
+   * happens. The interpreter then runs the instruction (and its block) on
+   * the CPU's state, which is the state before the instruction: the code
+   * emitted for an instruction changes registers and flags only after its
+   * last memory access.
+   */
+  startInstruction(k: number, off: number): void {
+    this.slowExit = `{ k = ${k}; o = ${off}; att = -1; continue L; }`;
   }
 }
 
@@ -881,11 +908,13 @@ export class BlockCompiler implements DecodeCacheListener {
     const src = `
 "use strict";
 return function region_${gpnHex}_${off0.toString(16)}(eip, n, budget) {
+  // The complement is computed on every call, so V8 has seen it by the time a rare exit returns it.
+  const notN = ~n;
   const o0 = (cpu.csBase + eip) & 4095;
   const pb = (eip - o0) | 0;
   // The whole page must lie inside the CS limit and the EIP range: then every block in it fits and in-page targets need no limit check.
-  if ((pb >>> 0) > (eip >>> 0) || (pb >>> 0) + 4095 > cpu.csLimit || (pb >>> 0) + 4095 > (cpu.ipMask >>> 0)) return -1;
-  if (!(${guardOk})) return -1;
+  if ((pb >>> 0) > (eip >>> 0) || (pb >>> 0) + 4095 > cpu.csLimit || (pb >>> 0) + 4095 > (cpu.ipMask >>> 0)) return notN;
+  if (!(${guardOk})) return notN;
   const csLim = cpu.csLimit;
   ${load}
   let fl = cpu.flags, lz = cpu.lazy, fO = cpu.fOp, fA = cpu.fA, fB = cpu.fB, fR = cpu.fR, fS = cpu.fS, fC = cpu.fC;
@@ -910,15 +939,36 @@ ${body}
   }
   ${store} ${flagsOut}
   cpu.eip = (pb + o) & ${mask}; cpu.sliceCount = n;
-  return n;
+  const notCount = ~n;
+  return att < 0 ? notCount : n;
 };`.replace(/\/\*SPILL\*\//g, `${store} ${flagsOut}`).replace(/\/\*FILL\*\//g, `${reload} ${flagsIn} ${segLoad}`).replace(/\/\*GUARD\*\//g, `!(${guardOk})`);
     this.onCompile?.(src);
-    const factory = new Function("cpu", "mmu", "regs", "M8", "M16", "M32", "OFS", "PAR", "cfOf", "condOf", "flagsOf", "imulOverflows", "MAP", "TR", "TW", src) as (...a: unknown[]) => RegionFn;
+    const factory = new Function("cpu", "mmu", "regs", "M8", "M16", "M32", "OFS", "PAR", "cfOf", "condOf", "flagsOf", "imulOverflows", "ld16", "ld32", "st16", "st32", "MAP", "TR", "TW", src) as (...a: unknown[]) => RegionFn;
     const cpu = this.cpu;
     const mmu = cpu.mmu;
-    const fn = factory(cpu, mmu, cpu.regs, mmu.mem, mmu.mem16, mmu.mem32, mmu.off, PARITY, cfOf, condOf, flagsOf, imulOverflows, map, mmu.tagR, mmu.tagW);
+    const fn = factory(cpu, mmu, cpu.regs, mmu.mem, mmu.mem16, mmu.mem32, mmu.off, PARITY, cfOf, condOf, flagsOf, imulOverflows, ld16, ld32, st16, st32, map, mmu.tagR, mmu.tagW);
     return { fn, blocks: ids, chars: src.length };
   }
+}
+
+// Misaligned accesses that stay inside one page, on its byte view `m` at
+// byte `q` (little-endian): regions call these when the TLB entry matches
+// but the aligned typed-array view cannot serve the access.
+function ld16(m: Uint8Array, q: number): number {
+  return m[q] | (m[q + 1] << 8);
+}
+function ld32(m: Uint8Array, q: number): number {
+  return m[q] | (m[q + 1] << 8) | (m[q + 2] << 16) | (m[q + 3] << 24);
+}
+function st16(m: Uint8Array, q: number, v: number): void {
+  m[q] = v;
+  m[q + 1] = v >> 8;
+}
+function st32(m: Uint8Array, q: number, v: number): void {
+  m[q] = v;
+  m[q + 1] = v >> 8;
+  m[q + 2] = v >> 16;
+  m[q + 3] = v >> 24;
 }
 
 /** Full EFLAGS arithmetic bits of a lazy state (mirrors Cpu.getFlags). */
@@ -979,8 +1029,7 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
     const fused = D.isFused(w);
     const next = pos + len; // offset of the next instruction in the block
     const nextExpr = `((pb + ${off + next}) & ${mask})`;
-    const last = i + (fused ? 2 : 1) >= count;
-    g.takeSlow();
+    g.startInstruction(i, off + pos);
     g.resetTemps();
     let ended = false;
     // Each instruction in its own scope, so its temporaries share registers with the next one's.
@@ -1341,7 +1390,6 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
     }
     g.emit("}");
     if (ended) return;
-    if (g.takeSlow() && !last) exitIfAttention(g, i + 1, off + next);
     i += fused ? 2 : 1;
     pos = next;
     r += REC_STRIDE;
@@ -1386,11 +1434,6 @@ function stringElement(g: RegionGen, k: number, s: number, seg: number): void {
   const d = `((fl & 1024) !== 0 ? ${-n} : ${n})`;
   if (k !== 2 && k !== 4) g.emit(g.setReg(2, 6, `(r6 + ${d}) | 0`));
   if (k !== 3) g.emit(g.setReg(2, 7, `(r7 + ${d}) | 0`));
-}
-
-/** After an instruction with a slow path: returns to the run loop when the slow path asked for attention. */
-function exitIfAttention(g: RegionGen, k: number, next: number): void {
-  g.emit(`if (att !== 0) { k = ${k}; o = ${next}; continue L; }`);
 }
 
 /**

@@ -1106,14 +1106,16 @@ export function runCompiled(cpu: Cpu, n: number, budget: number): number {
     cpu.blockN = n;
     const b = blockAt(cpu, eip, bBytes);
     dispatches++;
-    let m = -1;
+    let m = ~n;
     if (states[b] === 1 && bCount[b] <= ((budget - n) | 0)) m = fns[b]!(eip, n, budget);
     if (m >= 0) {
       compiled = (compiled + m - n) | 0;
       n = m;
     } else {
+      // The region stopped before an instruction only the interpreter runs (RegionFn).
+      compiled = (compiled + ~m - n) | 0;
       interpreted++;
-      n = runBlocks(cpu, n, budget, true);
+      n = runBlocks(cpu, ~m, budget, true);
     }
     if (cpu.attention !== 0 || n >= budget) {
       const counts = jit.counts;

@@ -1,0 +1,155 @@
+// Compiled regions serve aligned accesses to cached pages and misaligned
+// ones inside a page themselves; a TLB miss or an access that crosses a page
+// leaves the region before its instruction, which the interpreter then runs
+// from the state before it (jit.ts). Loops that mix all of these, including
+// read-modify-writes, must leave the registers, flags and memory the
+// byte-by-byte interpreter leaves.
+import { execFileSync } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { expect, it } from "vitest";
+import { PhysicalMemory } from "@typevisor/mmu-ept";
+import { describeWithTools, tempDir } from "@typevisor/test-support";
+import type { CpuOptions } from "../src/index.js";
+import { flatCpu } from "./harness/flat-cpu.js";
+
+const ROUNDS = 300;
+const DATA = 0x10000; // two pages of data, then the log
+const LOG = 0x20000;
+const FRESH = 0x100000; // one page per round, first touched in that round
+const RAM = 4 << 20;
+
+/** Every access in the loop stays in one page, most of them misaligned. */
+const IN_PAGE = `
+round:
+  mov esi, ecx
+  and esi, 0xff
+  add esi, 0x10001            ; odd, so every access through it is misaligned
+  mov eax, [esi]
+  add eax, ecx
+  mov [esi+0x801], eax
+  mov bx, [esi+2]
+  mov [esi+0x403], bx
+  add dword [esi+0x205], eax  ; read-modify-write, misaligned
+  sub word [esi+0x607], bx
+  inc dword [esi+0x902]
+  xor eax, [esi+0x301]
+  mov [ebp], eax
+  mov [ebp+4], ebx
+  pushfd
+  pop dword [ebp+8]
+  add ebp, 12
+  dec ecx
+  jnz round
+  hlt
+`;
+
+/** The same, with accesses that cross pages and a first touch of a new page every round. */
+const CROSSING = `
+round:
+  mov esi, ecx
+  and esi, 0xff
+  add esi, 0x10001
+  mov eax, [esi]
+  add eax, ecx
+  mov [esi+0x801], eax
+  mov edx, [0x10ffe]          ; crosses into the second data page
+  xor edx, ecx
+  mov [0x10ffd], edx
+  add dword [0x10fff], ecx    ; read-modify-write across the pages
+  mov edi, ecx
+  shl edi, 12
+  add edi, ${FRESH + 0xffe}   ; the last bytes of page ${FRESH >> 12} + ECX, and the next page
+  mov [edi], eax              ; a TLB miss and a page crossing at once
+  add [edi-0x800], edx        ; a TLB hit now
+  mov ebx, [edi-0x7ff]
+  mov [ebp], eax
+  mov [ebp+4], ebx
+  mov [ebp+8], edx
+  pushfd
+  pop dword [ebp+12]
+  add ebp, 16
+  dec ecx
+  jnz round
+  hlt
+`;
+
+function assemble(body: string): Uint8Array {
+  const dir = tempDir("tv-slow-paths-");
+  try {
+    const src = join(dir.path, "loop.asm");
+    const bin = join(dir.path, "loop.bin");
+    writeFileSync(src, `bits 32\norg 0x1000\n  mov ebp, ${LOG}\n  mov ecx, ${ROUNDS}\n${body}`);
+    execFileSync("nasm", ["-f", "bin", "-o", bin, src]);
+    return readFileSync(bin);
+  } finally {
+    dir.remove();
+  }
+}
+
+interface Outcome {
+  regs: number[];
+  flags: number;
+  memory: Uint8Array;
+  interpreted: number;
+  compiled: number;
+}
+
+/** Runs the program in slices (decoded blocks, compiled ones with a JIT), or with `step` one instruction at a time through the byte-by-byte interpreter. */
+function run(code: Uint8Array, options: CpuOptions, step = false): Outcome {
+  const memory = new PhysicalMemory({ ramSize: RAM });
+  memory.write(0x1000, code);
+  const data = new Uint8Array(0x2000);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 37 + 11) & 0xff;
+  memory.write(DATA, data);
+  const cpu = flatCpu(memory, 0x1000, 0x8000, options);
+  if (step) for (let guard = 0; !cpu.halted && guard < 1_000_000; guard++) cpu.step();
+  else for (let guard = 0; !cpu.halted && guard < 10_000; guard++) cpu.runSlice(1000);
+  expect(cpu.halted).toBe(true);
+  const out = new Uint8Array(RAM - DATA);
+  memory.read(DATA, out);
+  return {
+    regs: Array.from(cpu.regs.slice(0, 8)),
+    flags: cpu.getFlags(),
+    memory: out,
+    interpreted: cpu.jit?.interpreted ?? 0,
+    compiled: cpu.jit?.compiledInstructions ?? 0,
+  };
+}
+
+function expectSame(got: Outcome, reference: Outcome, label: string): void {
+  expect(got.regs, label).toEqual(reference.regs);
+  expect(got.flags, label).toBe(reference.flags);
+  const diff = got.memory.findIndex((v, i) => v !== reference.memory[i]);
+  expect(diff, `${label}: first difference at ${(DATA + diff).toString(16)}`).toBe(-1);
+}
+
+describeWithTools(["nasm"], "slow paths of compiled regions", () => {
+  it("misaligned accesses inside a page stay in compiled code and match the interpreter", () => {
+    const code = assemble(IN_PAGE);
+    const reference = run(code, { jit: false }, true);
+    for (const options of [{ jit: false }, { jit: { threshold: 0 } }, { jit: { threshold: 5 } }] satisfies CpuOptions[]) {
+      const got = run(code, options);
+      expectSame(got, reference, JSON.stringify(options));
+      if (options.jit !== false) {
+        // Only the first touches of the pages (and the blocks before the threshold) leave for the interpreter.
+        expect(got.interpreted, JSON.stringify(options)).toBeLessThan(30);
+        expect(got.compiled).toBeGreaterThan(ROUNDS * 15);
+      }
+    }
+  });
+
+  it("page crossings and TLB misses leave for the interpreter and resume compiled", () => {
+    const code = assemble(CROSSING);
+    const reference = run(code, { jit: false }, true);
+    for (const options of [{ jit: false }, { jit: { threshold: 0 } }, { jit: { threshold: 5 } }] satisfies CpuOptions[]) {
+      const got = run(code, options);
+      expectSame(got, reference, JSON.stringify(options));
+      if (options.jit !== false) {
+        // Every round leaves at its first crossing; the rest of the round's block runs interpreted.
+        expect(got.interpreted, JSON.stringify(options)).toBeGreaterThanOrEqual(ROUNDS);
+        expect(got.compiled).toBeGreaterThan(ROUNDS * 3);
+      }
+    }
+  });
+});
