@@ -12,6 +12,7 @@ import { PhysicalMemory } from "@typevisor/mmu-ept";
 import { describeWithTools, tempDir } from "@typevisor/test-support";
 import type { CpuOptions } from "../src/index.js";
 import { flatCpu } from "./harness/flat-cpu.js";
+import { ENGINES, expectSameState, type RunState } from "./harness/same-state.js";
 
 const ROUNDS = 300;
 const DATA = 0x10000; // two pages of data, then the log
@@ -87,10 +88,7 @@ function assemble(body: string): Uint8Array {
   }
 }
 
-interface Outcome {
-  regs: number[];
-  flags: number;
-  memory: Uint8Array;
+interface Outcome extends RunState {
   interpreted: number;
   compiled: number;
 }
@@ -117,39 +115,31 @@ function run(code: Uint8Array, options: CpuOptions, step = false): Outcome {
   };
 }
 
-function expectSame(got: Outcome, reference: Outcome, label: string): void {
-  expect(got.regs, label).toEqual(reference.regs);
-  expect(got.flags, label).toBe(reference.flags);
-  const diff = got.memory.findIndex((v, i) => v !== reference.memory[i]);
-  expect(diff, `${label}: first difference at ${(DATA + diff).toString(16)}`).toBe(-1);
+/** Runs `code` interpreted, from records and compiled; each must match the byte-by-byte interpreter, and `compiled` checks what the block compiler's runs counted. */
+function checkAgainstInterpreter(code: Uint8Array, compiled: (got: Outcome, label: string) => void): void {
+  const reference = run(code, { jit: false }, true);
+  for (const options of ENGINES) {
+    const got = run(code, options);
+    const label = JSON.stringify(options);
+    expectSameState(got, reference, label, DATA);
+    if (options.jit !== false) compiled(got, label);
+  }
 }
 
 describeWithTools(["nasm"], "slow paths of compiled regions", () => {
   it("misaligned accesses inside a page stay in compiled code and match the interpreter", () => {
-    const code = assemble(IN_PAGE);
-    const reference = run(code, { jit: false }, true);
-    for (const options of [{ jit: false }, { jit: { threshold: 0 } }, { jit: { threshold: 5 } }] satisfies CpuOptions[]) {
-      const got = run(code, options);
-      expectSame(got, reference, JSON.stringify(options));
-      if (options.jit !== false) {
-        // Only the first touches of the pages (and the blocks before the threshold) leave for the interpreter.
-        expect(got.interpreted, JSON.stringify(options)).toBeLessThan(30);
-        expect(got.compiled).toBeGreaterThan(ROUNDS * 15);
-      }
-    }
+    checkAgainstInterpreter(assemble(IN_PAGE), (got, label) => {
+      // Only the first touches of the pages (and the blocks before the threshold) leave for the interpreter.
+      expect(got.interpreted, label).toBeLessThan(30);
+      expect(got.compiled, label).toBeGreaterThan(ROUNDS * 15);
+    });
   });
 
   it("page crossings and TLB misses leave for the interpreter and resume compiled", () => {
-    const code = assemble(CROSSING);
-    const reference = run(code, { jit: false }, true);
-    for (const options of [{ jit: false }, { jit: { threshold: 0 } }, { jit: { threshold: 5 } }] satisfies CpuOptions[]) {
-      const got = run(code, options);
-      expectSame(got, reference, JSON.stringify(options));
-      if (options.jit !== false) {
-        // Every round leaves at its first crossing; the rest of the round's block runs interpreted.
-        expect(got.interpreted, JSON.stringify(options)).toBeGreaterThanOrEqual(ROUNDS);
-        expect(got.compiled).toBeGreaterThan(ROUNDS * 3);
-      }
-    }
+    checkAgainstInterpreter(assemble(CROSSING), (got, label) => {
+      // Every round leaves at its first crossing; the rest of the round's block runs interpreted.
+      expect(got.interpreted, label).toBeGreaterThanOrEqual(ROUNDS);
+      expect(got.compiled, label).toBeGreaterThan(ROUNDS * 3);
+    });
   });
 });

@@ -10,6 +10,7 @@ import { PhysicalMemory } from "@typevisor/mmu-ept";
 import { describeWithTools, tempDir } from "@typevisor/test-support";
 import type { CpuOptions } from "../src/index.js";
 import { flatCpu } from "./harness/flat-cpu.js";
+import { ENGINES, expectSameState, type RunState } from "./harness/same-state.js";
 
 const DATA = 0x10000;
 const DATA_SIZE = 0x3000;
@@ -95,7 +96,7 @@ function data(): Uint8Array {
 }
 
 /** Runs the program in slices (decoded blocks, compiled ones with a JIT), or with `step` one instruction at a time through the byte-by-byte interpreter. */
-function run(code: Uint8Array, options: CpuOptions, step = false): { regs: number[]; flags: number; memory: Uint8Array } {
+function run(code: Uint8Array, options: CpuOptions, step = false): RunState {
   const memory = new PhysicalMemory({ ramSize: 1 << 20 });
   memory.write(0x1000, code);
   memory.write(DATA, data());
@@ -112,13 +113,6 @@ describeWithTools(["nasm"], "string instructions without REP", () => {
   it("leave what the byte-by-byte interpreter leaves, from records and compiled", () => {
     const code = image();
     const reference = run(code, { jit: false }, true);
-    for (const options of [{ jit: false }, { jit: { threshold: 0 } }, { jit: { threshold: 5 } }] satisfies CpuOptions[]) {
-      const got = run(code, options);
-      const label = JSON.stringify(options);
-      expect(got.regs, label).toEqual(reference.regs);
-      expect(got.flags, label).toBe(reference.flags);
-      const diff = got.memory.findIndex((v, i) => v !== reference.memory[i]);
-      expect(diff, `${label}: first difference at ${(DATA + diff).toString(16)}`).toBe(-1);
-    }
+    for (const options of ENGINES) expectSameState(run(code, options), reference, JSON.stringify(options), DATA);
   });
 });
