@@ -81,6 +81,9 @@ const MAX_REGIONS = 4096;
 /** Total generated source (characters) at most before everything compiled is dropped. */
 const MAX_SOURCE_CHARS = 24 << 20;
 
+/** The factory's typed-array views of the TLB's pages by access size (8, 16, 32 bits). */
+const VIEWS = ["M8", "M16", "M32"];
+
 /** CF of a lazy-flag state (mirrors Cpu.getCF). */
 export function cfOf(fl: number, lz: number, op: number, a: number, b: number, r: number, s: number, c: number): number {
   if ((lz & 1) === 0) return fl & 1;
@@ -357,30 +360,44 @@ class RegionGen {
     return la;
   }
 
+  /**
+   * Emits the TLB lookup of an access of size `s` at linear `la` through
+   * the tag array `tags` ("TR" or "TW") and returns its pieces: the test of
+   * an aligned hit and the element it reads or writes, the test of a
+   * misaligned hit inside the page, and that access's byte view and offset.
+   */
+  private lookup(tags: string, s: number, la: string): { aligned: string; elem: string; index: string; view: string; inPage: string; bytes: string; byte: string } {
+    const vp = this.tmp();
+    const ti = this.tmp();
+    this.emit(`${vp} = ${la} >>> 12; ${ti} = ${vp} & 16383;`);
+    const byte = `OFS[${ti}] + (${la} & 4095)`;
+    const view = `${VIEWS[s]}[${ti}]`;
+    const index = s === 0 ? byte : `(${byte}) >> ${s}`;
+    return {
+      aligned: s === 0 ? `${tags}[${ti}] === ${vp}` : `${tags}[${ti}] === ${vp} && (${la} & ${(1 << s) - 1}) === 0`,
+      elem: `${view}[${index}]`,
+      index,
+      view,
+      inPage: `${tags}[${ti}] === ${vp} && (${la} & 4095) <= ${4096 - (1 << s)}`,
+      bytes: `M8[${ti}]`,
+      byte,
+    };
+  }
+
   /** Emits a read of size `s` at linear `la` into a new local; returns its name. */
   read(s: number, la: string): string {
     const v = this.tmp();
-    const vp = this.tmp();
-    const ti = this.tmp();
-    const x = this.slowExit;
-    this.emit(`${vp} = ${la} >>> 12; ${ti} = ${vp} & 16383;`);
-    const inPage = `else if (TR[${ti}] === ${vp} && (${la} & 4095) <= ${4096 - (1 << s)})`;
-    if (s === 2) this.emit(`if (TR[${ti}] === ${vp} && (${la} & 3) === 0) ${v} = M32[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 2]; ${inPage} ${v} = ld32(M8[${ti}], OFS[${ti}] + (${la} & 4095)); else ${x}`);
-    else if (s === 1) this.emit(`if (TR[${ti}] === ${vp} && (${la} & 1) === 0) ${v} = M16[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 1]; ${inPage} ${v} = ld16(M8[${ti}], OFS[${ti}] + (${la} & 4095)); else ${x}`);
-    else this.emit(`if (TR[${ti}] === ${vp}) ${v} = M8[${ti}][OFS[${ti}] + (${la} & 4095)]; else ${x}`);
+    const a = this.lookup("TR", s, la);
+    const misaligned = s === 0 ? "" : `else if (${a.inPage}) ${v} = ld${8 << s}(${a.bytes}, ${a.byte}); `;
+    this.emit(`if (${a.aligned}) ${v} = ${a.elem}; ${misaligned}else ${this.slowExit}`);
     return v;
   }
 
   /** Emits a write of size `s` of `v` at linear `la`. */
   write(s: number, la: string, v: string): void {
-    const vp = this.tmp();
-    const ti = this.tmp();
-    const x = this.slowExit;
-    this.emit(`{ ${vp} = ${la} >>> 12; ${ti} = ${vp} & 16383;`);
-    const inPage = `else if (TW[${ti}] === ${vp} && (${la} & 4095) <= ${4096 - (1 << s)})`;
-    if (s === 2) this.emit(`if (TW[${ti}] === ${vp} && (${la} & 3) === 0) M32[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 2] = ${v}; ${inPage} st32(M8[${ti}], OFS[${ti}] + (${la} & 4095), ${v}); else ${x} }`);
-    else if (s === 1) this.emit(`if (TW[${ti}] === ${vp} && (${la} & 1) === 0) M16[${ti}][(OFS[${ti}] + (${la} & 4095)) >> 1] = ${v}; ${inPage} st16(M8[${ti}], OFS[${ti}] + (${la} & 4095), ${v}); else ${x} }`);
-    else this.emit(`if (TW[${ti}] === ${vp}) M8[${ti}][OFS[${ti}] + (${la} & 4095)] = ${v}; else ${x} }`);
+    const a = this.lookup("TW", s, la);
+    const misaligned = s === 0 ? "" : `else if (${a.inPage}) st${8 << s}(${a.bytes}, ${a.byte}, ${v}); `;
+    this.emit(`if (${a.aligned}) ${a.elem} = ${v}; ${misaligned}else ${this.slowExit}`);
   }
 
   /**
@@ -388,28 +405,22 @@ class RegionGen {
    * read, calls `compute(value)` for the statements and the result
    * expression, then the write. The TLB entry is checked for writing
    * before the read, so the write needs no check of its own; a misaligned
-   * access inside the page goes byte by byte both ways.
+   * access inside the page goes byte by byte both ways (`ix` then holds
+   * -1 - its byte offset).
    */
   rmw(s: number, la: string, compute: (x: string) => string): void {
     const x = this.tmp();
     const ix = this.tmp();
-    const vp = this.tmp();
-    const ti = this.tmp();
-    const arr = s === 2 ? "M32" : s === 1 ? "M16" : "M8";
-    const sh = s === 2 ? " >> 2" : s === 1 ? " >> 1" : "";
-    const al = s === 2 ? ` && (${la} & 3) === 0` : s === 1 ? ` && (${la} & 1) === 0` : "";
-    this.emit(`${vp} = ${la} >>> 12; ${ti} = ${vp} & 16383;`);
-    const hit = `if (TW[${ti}] === ${vp}${al}) { ${ix} = (OFS[${ti}] + (${la} & 4095))${sh}; ${x} = ${arr}[${ti}][${ix}]; }`;
+    const a = this.lookup("TW", s, la);
+    const hit = `if (${a.aligned}) { ${ix} = ${a.index}; ${x} = ${a.view}[${ix}]; }`;
     if (s === 0) {
       this.emit(`${hit} else ${this.slowExit}`);
-      this.emit(`${arr}[${ti}][${ix}] = ${compute(x)};`);
+      this.emit(`${a.view}[${ix}] = ${compute(x)};`);
       return;
     }
-    // Misaligned in the page: ix holds -1 - the byte offset.
-    const n = 1 << s;
-    this.emit(`${hit} else if (TW[${ti}] === ${vp} && (${la} & 4095) <= ${4096 - n}) { ${ix} = -1 - (OFS[${ti}] + (${la} & 4095)); ${x} = ld${8 * n}(M8[${ti}], -1 - ${ix}); } else ${this.slowExit}`);
+    this.emit(`${hit} else if (${a.inPage}) { ${ix} = -1 - (${a.byte}); ${x} = ld${8 << s}(${a.bytes}, -1 - ${ix}); } else ${this.slowExit}`);
     const res = compute(x);
-    this.emit(`if (${ix} >= 0) ${arr}[${ti}][${ix}] = ${res}; else st${8 * n}(M8[${ti}], -1 - ${ix}, ${res});`);
+    this.emit(`if (${ix} >= 0) ${a.view}[${ix}] = ${res}; else st${8 << s}(${a.bytes}, -1 - ${ix}, ${res});`);
   }
 
   // ------------------------------------------------------------ flags
