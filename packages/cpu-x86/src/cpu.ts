@@ -369,6 +369,11 @@ export class Cpu {
         this.attention = 1;
       }
     });
+    // Compiled regions hold the host arena's views: a new arena needs new code.
+    memory.host.onRelocate(() => {
+      this.jit?.droppedAll();
+      this.attention = 1;
+    });
     memory.ept.onInvalidate(() => {
       this.decoded.flush();
       this.curMap = this.decoded.empty;
@@ -1919,7 +1924,7 @@ export class Cpu {
     let n = (4096 - (ld & 0xfff)) >> sh;
     if ((count >>> 0) < n) n = count >>> 0;
     const od = mmu.off[id] + (ld & 0xfff);
-    const dst = mmu.mem[id];
+    const dst = mmu.bytes;
     if (movs) {
       const ls = (this.segBase[srcSeg] + regs[6]) | 0;
       const vs = ls >>> 12;
@@ -1929,19 +1934,17 @@ export class Cpu {
       if (m < n) n = m;
       if (n < 2) return 0;
       const os = mmu.off[is] + (ls & 0xfff);
-      const src = mmu.mem[is];
       const bytes = n << sh;
-      if (src === dst) {
-        if (od > os && od < os + bytes) return -1;
-        dst.copyWithin(od, os, os + bytes);
-      } else dst.set(src.subarray(os, os + bytes), od);
+      // A forward copy onto its own source repeats bytes; copyWithin would not.
+      if (od > os && od < os + bytes) return -1;
+      dst.copyWithin(od, os, os + bytes);
       regs[6] = (regs[6] + bytes) | 0;
     } else {
       if ((od & ((1 << sh) - 1)) !== 0) return -1;
       if (n < 2) return 0;
       if (s === 0) dst.fill(regs[0] & 0xff, od, od + n);
-      else if (s === 1) mmu.mem16[id].fill(regs[0] & 0xffff, od >> 1, (od >> 1) + n);
-      else mmu.mem32[id].fill(regs[0], od >> 2, (od >> 2) + n);
+      else if (s === 1) mmu.words16.fill(regs[0] & 0xffff, od >> 1, (od >> 1) + n);
+      else mmu.words32.fill(regs[0], od >> 2, (od >> 2) + n);
     }
     regs[7] = (regs[7] + (n << sh)) | 0;
     return n;
@@ -2312,7 +2315,7 @@ function op_00(cpu: Cpu, op: number): void {
       const i = vpn & (TLB_SIZE - 1);
       if (mmu.tagW[i] === vpn && (la & 3) === 0) {
         // Aligned dword in a cached writable page: one TLB lookup for the read and the write.
-        const m = mmu.mem32[i];
+        const m = mmu.words32;
         const a = (mmu.off[i] + (la & 0xfff)) >> 2;
         m[a] = cpu.alu(aop, m[a], regs[cpu.reg], 2);
         return;

@@ -81,7 +81,7 @@ const MAX_REGIONS = 4096;
 /** Total generated source (characters) at most before everything compiled is dropped. */
 const MAX_SOURCE_CHARS = 24 << 20;
 
-/** The factory's typed-array views of the TLB's pages by access size (8, 16, 32 bits). */
+/** The factory's views of the host arena by access size (8, 16, 32 bits); the TLB gives each page's byte offset in it. */
 const VIEWS = ["M8", "M16", "M32"];
 
 /** CF of a lazy-flag state (mirrors Cpu.getCF). */
@@ -371,7 +371,7 @@ class RegionGen {
     const ti = this.tmp();
     this.emit(`${vp} = ${la} >>> 12; ${ti} = ${vp} & 16383;`);
     const byte = `OFS[${ti}] + (${la} & 4095)`;
-    const view = `${VIEWS[s]}[${ti}]`;
+    const view = VIEWS[s];
     const index = s === 0 ? byte : `(${byte}) >> ${s}`;
     return {
       aligned: s === 0 ? `${tags}[${ti}] === ${vp}` : `${tags}[${ti}] === ${vp} && (${la} & ${(1 << s) - 1}) === 0`,
@@ -379,7 +379,7 @@ class RegionGen {
       index,
       view,
       inPage: `${tags}[${ti}] === ${vp} && (${la} & 4095) <= ${4096 - (1 << s)}`,
-      bytes: `M8[${ti}]`,
+      bytes: "M8",
       byte,
     };
   }
@@ -957,7 +957,7 @@ ${body}
     const factory = new Function("cpu", "mmu", "regs", "M8", "M16", "M32", "OFS", "PAR", "cfOf", "condOf", "flagsOf", "imulOverflows", "ld16", "ld32", "st16", "st32", "MAP", "TR", "TW", src) as (...a: unknown[]) => RegionFn;
     const cpu = this.cpu;
     const mmu = cpu.mmu;
-    const fn = factory(cpu, mmu, cpu.regs, mmu.mem, mmu.mem16, mmu.mem32, mmu.off, PARITY, cfOf, condOf, flagsOf, imulOverflows, ld16, ld32, st16, st32, map, mmu.tagR, mmu.tagW);
+    const fn = factory(cpu, mmu, cpu.regs, mmu.bytes, mmu.words16, mmu.words32, mmu.off, PARITY, cfOf, condOf, flagsOf, imulOverflows, ld16, ld32, st16, st32, map, mmu.tagR, mmu.tagW);
     return { fn, blocks: ids, chars: src.length };
   }
 }

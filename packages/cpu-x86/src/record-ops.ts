@@ -768,7 +768,7 @@ export function runBlocks(cpu: Cpu, n: number, budget: number, interpretFirst = 
             const i = vpn & 16383; // TLB_SIZE - 1
             if (mmu.tagW[i] === vpn && (la & 3) === 0) {
               // Aligned dword in a cached writable page: one TLB lookup for the read and the write.
-              const m = mmu.mem32[i];
+              const m = mmu.words32;
               const a = (mmu.off[i] + (la & 0xfff)) >> 2;
               m[a] = cpu.alu((w >> 16) & 15, m[a], y, 2);
             } else {
@@ -810,8 +810,8 @@ export function runBlocks(cpu: Cpu, n: number, budget: number, interpretFirst = 
             const vpn = la >>> 12;
             const i = vpn & 16383; // TLB_SIZE - 1
             let x: number;
-            if (s === 0) x = mmu.tagR[i] === vpn ? mmu.mem[i][mmu.off[i] + (la & 0xfff)] : mmu.read8(la);
-            else x = mmu.tagR[i] === vpn && (la & 3) === 0 ? mmu.mem32[i][(mmu.off[i] + (la & 0xfff)) >> 2] : mmu.read32(la);
+            if (s === 0) x = mmu.tagR[i] === vpn ? mmu.bytes[mmu.off[i] + (la & 0xfff)] : mmu.read8(la);
+            else x = mmu.tagR[i] === vpn && (la & 3) === 0 ? mmu.words32[(mmu.off[i] + (la & 0xfff)) >> 2] : mmu.read32(la);
             const y = rec[r + 3];
             cpu.fOp = 3;
             cpu.fA = x;
@@ -849,7 +849,7 @@ export function runBlocks(cpu: Cpu, n: number, budget: number, interpretFirst = 
               const mmu = cpu.mmu;
               const vpn = la >>> 12;
               const i = vpn & 16383; // TLB_SIZE - 1
-              if (mmu.tagW[i] === vpn && (la & 3) === 0) mmu.mem32[i][(mmu.off[i] + (la & 0xfff)) >> 2] = v;
+              if (mmu.tagW[i] === vpn && (la & 3) === 0) mmu.words32[(mmu.off[i] + (la & 0xfff)) >> 2] = v;
               else mmu.write32(la, v);
               regs[4] = esp;
             } else cpu.push(s, cpu.getReg(s, (w >> 20) & 15));
@@ -863,7 +863,7 @@ export function runBlocks(cpu: Cpu, n: number, budget: number, interpretFirst = 
               const mmu = cpu.mmu;
               const vpn = la >>> 12;
               const i = vpn & 16383; // TLB_SIZE - 1
-              const v = mmu.tagR[i] === vpn && (la & 3) === 0 ? mmu.mem32[i][(mmu.off[i] + (la & 0xfff)) >> 2] : mmu.read32(la);
+              const v = mmu.tagR[i] === vpn && (la & 3) === 0 ? mmu.words32[(mmu.off[i] + (la & 0xfff)) >> 2] : mmu.read32(la);
               regs[4] = (esp + 4) | 0;
               regs[(w >> 20) & 15] = v;
             } else {
@@ -905,7 +905,7 @@ export function runBlocks(cpu: Cpu, n: number, budget: number, interpretFirst = 
             const mmu = cpu.mmu;
             const vpn = la >>> 12;
             const i = vpn & 16383; // TLB_SIZE - 1
-            regs[(w >> 20) & 15] = mmu.tagR[i] === vpn && (la & 3) === 0 ? mmu.mem32[i][(mmu.off[i] + (la & 0xfff)) >> 2] : mmu.read32(la);
+            regs[(w >> 20) & 15] = mmu.tagR[i] === vpn && (la & 3) === 0 ? mmu.words32[(mmu.off[i] + (la & 0xfff)) >> 2] : mmu.read32(la);
             break;
           }
           case 28: // H_MOV_MR
@@ -929,9 +929,9 @@ export function runBlocks(cpu: Cpu, n: number, budget: number, interpretFirst = 
             const vpn = la >>> 12;
             const i = vpn & 16383; // TLB_SIZE - 1
             if (s === 0) {
-              if (mmu.tagW[i] === vpn) mmu.mem[i][mmu.off[i] + (la & 0xfff)] = v;
+              if (mmu.tagW[i] === vpn) mmu.bytes[mmu.off[i] + (la & 0xfff)] = v;
               else mmu.write8(la, v);
-            } else if (mmu.tagW[i] === vpn && (la & 3) === 0) mmu.mem32[i][(mmu.off[i] + (la & 0xfff)) >> 2] = v;
+            } else if (mmu.tagW[i] === vpn && (la & 3) === 0) mmu.words32[(mmu.off[i] + (la & 0xfff)) >> 2] = v;
             else mmu.write32(la, v);
             break;
           }
@@ -957,7 +957,7 @@ export function runBlocks(cpu: Cpu, n: number, budget: number, interpretFirst = 
               const mmu = cpu.mmu;
               const vpn = la >>> 12;
               const i = vpn & 16383; // TLB_SIZE - 1
-              if (mmu.tagW[i] === vpn && (la & 3) === 0) mmu.mem32[i][(mmu.off[i] + (la & 0xfff)) >> 2] = next;
+              if (mmu.tagW[i] === vpn && (la & 3) === 0) mmu.words32[(mmu.off[i] + (la & 0xfff)) >> 2] = next;
               else mmu.write32(la, next);
               regs[4] = esp;
               next = t;
@@ -975,7 +975,7 @@ export function runBlocks(cpu: Cpu, n: number, budget: number, interpretFirst = 
               const mmu = cpu.mmu;
               const vpn = la >>> 12;
               const i = vpn & 16383; // TLB_SIZE - 1
-              const t = mmu.tagR[i] === vpn && (la & 3) === 0 ? mmu.mem32[i][(mmu.off[i] + (la & 0xfff)) >> 2] : mmu.read32(la);
+              const t = mmu.tagR[i] === vpn && (la & 3) === 0 ? mmu.words32[(mmu.off[i] + (la & 0xfff)) >> 2] : mmu.read32(la);
               // ESP moves only after the target passed the CS limit check.
               if (t >>> 0 > cpu.csLimitBits >>> 0) cpu.raiseGp(0);
               regs[4] = (esp + 4 + rec[r + 3]) | 0;

@@ -81,27 +81,3 @@ describe("Ept (Intel format)", () => {
     expect(n).toBe(2);
   });
 });
-
-describe("HostMemory", () => {
-  it("allocates zeroed pages in chunks and drops a chunk with its last page", () => {
-    const host = new HostMemory(1000);
-    const pages = Array.from({ length: 70 }, () => host.allocPage());
-    expect(host.allocatedChunks).toBe(2);
-    host.pageView(pages[3]).fill(0xaa);
-    host.freePage(pages[3]);
-    const again = host.allocPage();
-    expect(again).toBe(pages[3]);
-    expect(host.pageView(again).every((b) => b === 0)).toBe(true);
-    for (const p of pages.slice(64)) host.freePage(p);
-    expect(host.allocatedChunks).toBe(1);
-    expect(() => host.freePage(pages[65])).toThrow(/not allocated/);
-  });
-
-  it("enforces its page limit", () => {
-    const host = new HostMemory(3);
-    host.allocPage();
-    host.allocPage();
-    host.allocPage();
-    expect(() => host.allocPage()).toThrow(expect.objectContaining({ code: "HOST_MEMORY_EXHAUSTED" }));
-  });
-});

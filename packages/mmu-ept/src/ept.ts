@@ -1,5 +1,5 @@
 import { TypevisorError } from "@typevisor/hv-core";
-import { CHUNK_PAGES, CHUNK_PAGES_SHIFT, type HostMemory } from "./host-memory.js";
+import type { HostMemory } from "./host-memory.js";
 
 /** EPT permission bit: read (Intel SDM Vol. 3 §29.3.2, bit 0). */
 export const EPT_READ = 1;
@@ -67,10 +67,10 @@ export class Ept {
     for (const l of this.listeners) l();
   }
 
+  /** The arena's int32 view, after checking that `hpn` holds a table (a table page is 1024 int32s from `hpn << 10`). */
   private table(hpn: number): Int32Array {
-    const t = this.host.chunks32[hpn >>> CHUNK_PAGES_SHIFT];
-    if (!t) throw new EptError("EPT_TABLE", `EPT table page ${hpn} is not allocated`);
-    return t;
+    if (!this.host.isAllocated(hpn)) throw new EptError("EPT_TABLE", `EPT table page ${hpn} is not allocated`);
+    return this.host.words32;
   }
 
   /**
@@ -90,7 +90,7 @@ export class Ept {
     for (let level = 3; level >= 0; level--) {
       const idx = level === 0 ? gpn & 511 : (gpn / (1 << (9 * level))) & 511;
       const t = this.table(hpn);
-      const base = ((hpn & (CHUNK_PAGES - 1)) << 10) + idx * 2;
+      const base = hpn * 1024 + idx * 2;
       const lo = t[base];
       const hi = t[base + 1];
       const p = lo & 7;
@@ -142,7 +142,7 @@ export class Ept {
     for (let level = 3; level >= 0; level--) {
       const idx = (gpn / 2 ** (9 * level)) & 511;
       const t = this.table(hpn);
-      const base = ((hpn & (CHUNK_PAGES - 1)) << 10) + idx * 2;
+      const base = hpn * 1024 + idx * 2;
       const lo = t[base];
       const hi = t[base + 1];
       // A leaf with no permissions but an address is mapped-and-revoked (not present to the CPU, but owned).
@@ -231,7 +231,7 @@ export class Ept {
     for (let l = 3; ; l--) {
       const idx = (gpn / 2 ** (9 * l)) & 511;
       const t = this.table(hpn);
-      const base = ((hpn & (CHUNK_PAGES - 1)) << 10) + idx * 2;
+      const base = hpn * 1024 + idx * 2;
       if (l === level) return [t, base];
       let lo = t[base];
       if ((lo & 7) === 0) {

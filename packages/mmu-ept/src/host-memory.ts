@@ -14,130 +14,163 @@ export const CHUNK_SIZE = CHUNK_PAGES * PAGE_SIZE;
 /** Raised when the host page pool cannot satisfy a request (pool limit reached, bad page number). */
 export class HostMemoryError extends TypevisorError {}
 
+/** Most host pages one {@link HostMemory} holds: its byte offsets must stay int32 on the hot path (2 GiB). */
+export const MAX_HOST_PAGES = (2 ** 31 - CHUNK_SIZE) / PAGE_SIZE;
+
+/** Dropped chunks whose memory the host still holds, at least this many bytes, before {@link HostMemory.release} runs by itself. */
+const RELEASE_MIN_BYTES = 16 << 20;
+
+// Page states: free and zero in the current arena, in use, free but written.
+const PAGE_ZERO = 0;
+const PAGE_USED = 1;
+const PAGE_DIRTY = 2;
+
 /**
- * The host side of guest RAM: a pool of host pages living in chunks of
- * {@link CHUNK_SIZE} bytes, each chunk its own ArrayBuffer, allocated when a
- * page in it is first needed and dropped when its last page is freed (so
- * memory a balloon reclaims really returns to the host).
+ * The host side of guest RAM: a pool of host pages in one ArrayBuffer, the
+ * arena, sized for `maxPages` pages up front. The operating system commits
+ * the arena's memory only when a page is first written, so guest RAM still
+ * costs the host only what the guest touched.
  *
- * A host page number (hpn) is `chunk << CHUNK_PAGES_SHIFT | page`; its host
- * physical address, as the EPT stores it, is `hpn * 4096`.
+ * One buffer is what makes guest memory fast: a host page number (hpn)
+ * times 4096 is a byte offset into {@link HostMemory.bytes}, so a TLB entry
+ * is one integer and the hot paths index one typed array whose base V8 keeps
+ * in a register (separate buffers per chunk cost an extra dependent load
+ * and a map check on every access).
+ *
+ * Pages are accounted in chunks of {@link CHUNK_PAGES} pages. A chunk whose
+ * last page is freed is dropped. JavaScript cannot give part of an
+ * ArrayBuffer back to the host, so {@link HostMemory.release} copies the
+ * chunks still in use into a fresh arena and lets the old one go; it runs by
+ * itself once dropped chunks hold a quarter of the memory in use (and at
+ * least 16 MiB), so memory a balloon reclaims really returns to the host.
+ * Whoever keeps a view of the arena registers with
+ * {@link HostMemory.onRelocate} to pick up the new one.
  */
 export class HostMemory {
-  /** Byte view of each chunk, or `undefined` while the chunk is not allocated. */
-  readonly chunks: (Uint8Array | undefined)[] = [];
-  /** Int32 view of each chunk (aligned 32-bit accesses). */
-  readonly chunks32: (Int32Array | undefined)[] = [];
-  /** Uint16 view of each chunk (aligned 16-bit accesses). */
-  readonly chunks16: (Uint16Array | undefined)[] = [];
-  private used = new Int32Array(16);
-  private pageUsed = new Uint8Array(16 * CHUNK_PAGES);
+  /** Byte view of the arena: host page `hpn` is bytes `hpn * 4096` to `hpn * 4096 + 4095`. Replaced by {@link HostMemory.release}. */
+  bytes: Uint8Array;
+  /** Uint16 view of the arena (aligned 16-bit accesses). Replaced by {@link HostMemory.release}. */
+  words16: Uint16Array;
+  /** Int32 view of the arena (aligned 32-bit accesses, EPT entries). Replaced by {@link HostMemory.release}. */
+  words32: Int32Array;
+  /** Most pages in use at once: `maxPages`, capped at {@link MAX_HOST_PAGES}. */
+  readonly capacity: number;
+  private readonly used: Int32Array; // pages in use per chunk
+  private readonly pageState: Uint8Array;
+  private readonly resident: Uint8Array; // per chunk: 1 once written in the current arena
   private readonly freePages: number[] = [];
+  private readonly relocateListeners: (() => void)[] = [];
   private bump = 0; // next never-used page when the free list is empty
   private pagesInUse = 0;
+  private droppedResident = 0; // dropped chunks whose memory the arena still holds
 
   /** @param maxPages - upper bound on pages in use at once (guest RAM plus EPT tables), so a hostile guest cannot grow the host without limit */
-  constructor(readonly maxPages: number) {}
+  constructor(readonly maxPages: number) {
+    if (!Number.isSafeInteger(maxPages) || maxPages < 1) throw new HostMemoryError("HOST_MEMORY_SIZE", `host page limit ${maxPages} is not a positive integer`);
+    this.capacity = Math.min(maxPages, MAX_HOST_PAGES);
+    const chunks = Math.ceil(this.capacity / CHUNK_PAGES);
+    this.used = new Int32Array(chunks);
+    this.resident = new Uint8Array(chunks);
+    this.pageState = new Uint8Array(chunks * CHUNK_PAGES);
+    const arena = new ArrayBuffer(chunks * CHUNK_SIZE);
+    this.bytes = new Uint8Array(arena);
+    this.words16 = new Uint16Array(arena);
+    this.words32 = new Int32Array(arena);
+  }
 
   /** Host pages currently allocated. */
   get allocatedPages(): number {
     return this.pagesInUse;
   }
 
-  /** Chunks currently backed by host memory. */
+  /** Chunks with at least one page in use. */
   get allocatedChunks(): number {
     let n = 0;
-    for (const c of this.chunks) if (c) n++;
+    for (let c = 0; c < this.used.length; c++) if (this.used[c] > 0) n++;
     return n;
+  }
+
+  /** Bytes of dropped chunks that the arena still holds (what {@link HostMemory.release} would give back). */
+  get releasableBytes(): number {
+    return this.droppedResident * CHUNK_SIZE;
   }
 
   /**
    * Allocates one zero-filled host page.
-   * @throws HostMemoryError `HOST_MEMORY_EXHAUSTED` when `maxPages` are in use
+   * @throws HostMemoryError `HOST_MEMORY_EXHAUSTED` when `maxPages` (or {@link MAX_HOST_PAGES}) are in use
    */
   allocPage(): number {
-    if (this.pagesInUse >= this.maxPages) {
-      throw new HostMemoryError("HOST_MEMORY_EXHAUSTED", `host page pool exhausted (${this.maxPages} pages in use)`);
+    if (this.pagesInUse >= this.capacity) {
+      const why = this.capacity < this.maxPages ? `the most one machine holds, ${MAX_HOST_PAGES} pages (2 GiB)` : `${this.maxPages} pages`;
+      throw new HostMemoryError("HOST_MEMORY_EXHAUSTED", `host page pool exhausted (${this.pagesInUse} pages in use, limit ${why})`);
     }
-    let hpn: number;
-    let fresh = false;
-    if (this.freePages.length > 0) hpn = this.freePages.pop()!;
-    else {
-      hpn = this.bump++;
-      fresh = true;
-    }
+    const hpn = this.freePages.length > 0 ? this.freePages.pop()! : this.bump++;
     const chunk = hpn >>> CHUNK_PAGES_SHIFT;
-    if (chunk >= this.used.length) this.grow(chunk + 1);
-    let mem = this.chunks[chunk];
-    if (!mem) {
-      const buf = new ArrayBuffer(CHUNK_SIZE);
-      mem = new Uint8Array(buf);
-      this.chunks[chunk] = mem;
-      this.chunks32[chunk] = new Int32Array(buf);
-      this.chunks16[chunk] = new Uint16Array(buf);
-    } else if (!fresh) {
-      const off = (hpn & (CHUNK_PAGES - 1)) << PAGE_SHIFT;
-      mem.fill(0, off, off + PAGE_SIZE);
-    }
-    this.used[chunk]++;
-    this.pageUsed[hpn] = 1;
+    if (this.pageState[hpn] === PAGE_DIRTY) this.bytes.fill(0, hpn * PAGE_SIZE, (hpn + 1) * PAGE_SIZE);
+    if (this.used[chunk]++ === 0 && this.resident[chunk] === 1) this.droppedResident--;
+    this.resident[chunk] = 1;
+    this.pageState[hpn] = PAGE_USED;
     this.pagesInUse++;
     return hpn;
   }
 
   /**
-   * Returns a page to the pool. When it was the last used page of its chunk,
-   * the chunk's buffer is dropped and its pages leave the free list.
+   * Returns a page to the pool. When it was the last page in use of its
+   * chunk, the chunk is dropped, and {@link HostMemory.release} runs once
+   * enough memory is held by dropped chunks.
    * @throws HostMemoryError `HOST_PAGE` for a page that is not allocated
    */
   freePage(hpn: number): void {
-    if (!(hpn >= 0 && hpn < this.bump) || this.pageUsed[hpn] === 0) {
-      throw new HostMemoryError("HOST_PAGE", `host page ${hpn} is not allocated`);
-    }
-    this.pageUsed[hpn] = 0;
+    if (!this.isAllocated(hpn)) throw new HostMemoryError("HOST_PAGE", `host page ${hpn} is not allocated`);
+    this.pageState[hpn] = PAGE_DIRTY;
     this.pagesInUse--;
-    const chunk = hpn >>> CHUNK_PAGES_SHIFT;
-    if (--this.used[chunk] === 0) {
-      this.chunks[chunk] = undefined;
-      this.chunks32[chunk] = undefined;
-      this.chunks16[chunk] = undefined;
-      // Pages of a dropped chunk get a fresh zeroed buffer when reused.
-      for (let i = this.freePages.length - 1; i >= 0; i--) {
-        if (this.freePages[i] >>> CHUNK_PAGES_SHIFT === chunk) this.freePages.splice(i, 1);
+    this.freePages.push(hpn);
+    if (--this.used[hpn >>> CHUNK_PAGES_SHIFT] !== 0) return;
+    this.droppedResident++;
+    if (this.releasableBytes >= Math.max(RELEASE_MIN_BYTES, (this.allocatedChunks * CHUNK_SIZE) / 4)) this.release();
+  }
+
+  /**
+   * Gives the memory of dropped chunks back to the host: copies every chunk
+   * in use into a fresh arena at the same offsets (host page numbers do not
+   * change) and drops the old arena. Views taken before are stale afterwards;
+   * the {@link HostMemory.onRelocate} listeners run before this returns.
+   * @returns the bytes given back
+   */
+  release(): number {
+    const released = this.releasableBytes;
+    if (released === 0) return 0;
+    const old = this.bytes;
+    const arena = new ArrayBuffer(old.byteLength);
+    const bytes = new Uint8Array(arena);
+    for (let c = 0; c < this.used.length; c++) {
+      if (this.used[c] > 0) bytes.set(old.subarray(c * CHUNK_SIZE, (c + 1) * CHUNK_SIZE), c * CHUNK_SIZE);
+      else if (this.resident[c] === 1) {
+        this.resident[c] = 0;
+        this.pageState.fill(PAGE_ZERO, c * CHUNK_PAGES, (c + 1) * CHUNK_PAGES);
       }
-      if (((chunk + 1) << CHUNK_PAGES_SHIFT) === this.bump) this.bump = chunk << CHUNK_PAGES_SHIFT;
-      else for (let p = 0; p < CHUNK_PAGES; p++) this.freePages.push((chunk << CHUNK_PAGES_SHIFT) | p);
-    } else {
-      this.freePages.push(hpn);
     }
+    this.droppedResident = 0;
+    this.bytes = bytes;
+    this.words16 = new Uint16Array(arena);
+    this.words32 = new Int32Array(arena);
+    for (const l of this.relocateListeners) l();
+    return released;
+  }
+
+  /** Registers a callback run after {@link HostMemory.release} replaced the arena: re-read {@link HostMemory.bytes} and the other views. */
+  onRelocate(listener: () => void): void {
+    this.relocateListeners.push(listener);
   }
 
   /** Whether host page `hpn` is allocated. */
   isAllocated(hpn: number): boolean {
-    return hpn >= 0 && hpn < this.bump && this.pageUsed[hpn] === 1;
+    return Number.isInteger(hpn) && hpn >= 0 && hpn < this.bump && this.pageState[hpn] === PAGE_USED;
   }
 
-  /** The chunk byte view holding `hpn` (throws when not allocated). */
-  chunkOf(hpn: number): Uint8Array {
-    const c = this.chunks[hpn >>> CHUNK_PAGES_SHIFT];
-    if (!c || this.pageUsed[hpn] !== 1) throw new HostMemoryError("HOST_PAGE", `host page ${hpn} is not allocated`);
-    return c;
-  }
-
-  /** A view of exactly host page `hpn` (tests, bulk copies). */
+  /** A view of exactly host page `hpn` (tests, bulk copies); stale after {@link HostMemory.release}. */
   pageView(hpn: number): Uint8Array {
-    const off = (hpn & (CHUNK_PAGES - 1)) << PAGE_SHIFT;
-    return this.chunkOf(hpn).subarray(off, off + PAGE_SIZE);
-  }
-
-  private grow(chunks: number): void {
-    let n = this.used.length;
-    while (n < chunks) n *= 2;
-    const used = new Int32Array(n);
-    used.set(this.used);
-    this.used = used;
-    const pu = new Uint8Array(n * CHUNK_PAGES);
-    pu.set(this.pageUsed);
-    this.pageUsed = pu;
+    if (!this.isAllocated(hpn)) throw new HostMemoryError("HOST_PAGE", `host page ${hpn} is not allocated`);
+    return this.bytes.subarray(hpn * PAGE_SIZE, (hpn + 1) * PAGE_SIZE);
   }
 }

@@ -1,5 +1,5 @@
 import { EPT_EXEC, EPT_READ, EPT_WRITE } from "./ept.js";
-import { CHUNK_PAGES, CHUNK_PAGES_SHIFT, PAGE_SHIFT } from "./host-memory.js";
+import { PAGE_SHIFT } from "./host-memory.js";
 import { NOT_RAM, type PhysicalMemory } from "./physical-memory.js";
 
 /** Access kind: data read. */
@@ -40,17 +40,6 @@ export interface FetchWindow {
 /** Entries of the direct-mapped software TLB (covers 64 MiB of distinct pages). */
 export const TLB_SIZE = 1 << 14;
 const TLB_MASK = TLB_SIZE - 1;
-
-/**
- * An array of `n` copies of `empty` with packed elements: `new Array(n)`
- * would make it holey, and every load from a holey array carries a hole
- * check in optimized code (the chunk arrays are read on every guest access).
- */
-function packed<T>(n: number, empty: T): T[] {
-  const a: T[] = [];
-  for (let i = 0; i < n; i++) a.push(empty);
-  return a;
-}
 
 /**
  * Thrown (one preallocated instance) when a linear access page-faults. The
@@ -113,8 +102,8 @@ export class Mmu {
   private readonly tagXU = new Int32Array(TLB_SIZE).fill(-1);
   /** Page of the last instruction fetch (a one-entry cache in front of the execute tags), or -1. */
   fetchVpn = -1;
-  /** Host chunk of {@link Mmu.fetchVpn}. */
-  fetchMem: Uint8Array = new Uint8Array(0);
+  /** The host arena's bytes, for {@link Mmu.fetchVpn} (kept for the CPU's fetch window). */
+  fetchMem: Uint8Array;
   /** Byte offset of {@link Mmu.fetchVpn}'s page in {@link Mmu.fetchMem}. */
   fetchOff = 0;
   /** Guest page number of {@link Mmu.fetchVpn}'s page. */
@@ -133,13 +122,13 @@ export class Mmu {
   tagW = this.tagWS;
   /** Current execute tags. */
   tagX = this.tagXS;
-  /** Host chunk (bytes) of each entry. */
-  readonly mem: Uint8Array[] = packed(TLB_SIZE, new Uint8Array(0));
-  /** Host chunk (int32) of each entry. */
-  readonly mem32: Int32Array[] = packed(TLB_SIZE, new Int32Array(0));
-  /** Host chunk (uint16) of each entry. */
-  readonly mem16: Uint16Array[] = packed(TLB_SIZE, new Uint16Array(0));
-  /** Byte offset of the entry's page inside its chunk. */
+  /** The host arena's byte view (`HostMemory.bytes`); every entry's page is at {@link Mmu.off}. */
+  bytes: Uint8Array;
+  /** The host arena's uint16 view (aligned 16-bit accesses). */
+  words16: Uint16Array;
+  /** The host arena's int32 view (aligned 32-bit accesses). */
+  words32: Int32Array;
+  /** Byte offset of each entry's host page in the arena (`hpn * 4096`, below 2^31). */
   readonly off = new Int32Array(TLB_SIZE);
   /** Guest page number behind each entry (for code-page bookkeeping). */
   readonly gpnOf = new Float64Array(TLB_SIZE);
@@ -159,6 +148,17 @@ export class Mmu {
 
   /** @param memory - the machine's guest-physical memory */
   constructor(readonly memory: PhysicalMemory) {
+    const host = memory.host;
+    this.bytes = this.fetchMem = host.bytes;
+    this.words16 = host.words16;
+    this.words32 = host.words32;
+    host.onRelocate(() => {
+      // Host page numbers stay the same, so the TLB stays valid: only the views change.
+      this.bytes = this.fetchMem = host.bytes;
+      this.words16 = host.words16;
+      this.words32 = host.words32;
+      this.dropFetchPage();
+    });
     memory.ept.onInvalidate(() => this.flushAll());
     memory.onWriteProtect(() => this.flushWrites());
     memory.onCodeProtect((gpn) => this.flushWritesTo(gpn));
@@ -175,9 +175,7 @@ export class Mmu {
   /** Selects supervisor (CPL 0-2) or user (CPL 3) permission checks. */
   setUser(user: boolean): void {
     this.user = user;
-    this.fetchVpn = -1;
-    this.fetchGen++;
-    if (this.fetchWindow) this.fetchWindow.winLen = -1;
+    this.dropFetchPage();
     this.tagR = user ? this.tagRU : this.tagRS;
     this.tagW = user ? this.tagWU : this.tagWS;
     this.tagX = user ? this.tagXU : this.tagXS;
@@ -299,10 +297,15 @@ export class Mmu {
     }
   }
 
-  private clearEntry(i: number): void {
+  /** Drops the fetch cache and closes the CPU's fetch window. */
+  private dropFetchPage(): void {
     this.fetchVpn = -1;
     this.fetchGen++;
     if (this.fetchWindow) this.fetchWindow.winLen = -1;
+  }
+
+  private clearEntry(i: number): void {
+    this.dropFetchPage();
     this.tagRS[i] = -1;
     this.tagRU[i] = -1;
     this.tagWS[i] = -1;
@@ -320,8 +323,7 @@ export class Mmu {
     const mem = this.memory;
     const hpn = mem.resolve(Math.floor(gpa / 4096), EPT_READ);
     if (hpn === NOT_RAM) return mem.mmio ? mem.mmio.read(gpa, 4) | 0 : -1;
-    const m = mem.host.chunks32[hpn >>> CHUNK_PAGES_SHIFT]!;
-    return m[(((hpn & (CHUNK_PAGES - 1)) << PAGE_SHIFT) + (gpa % 4096)) >> 2];
+    return this.words32[((hpn << PAGE_SHIFT) + (gpa % 4096)) >> 2];
   }
 
   /** Writes a 32-bit value at guest-physical `gpa` (A/D updates), dirty-logged. */
@@ -335,8 +337,7 @@ export class Mmu {
       return;
     }
     mem.markDirty(gpn);
-    const m = mem.host.chunks32[hpn >>> CHUNK_PAGES_SHIFT]!;
-    m[(((hpn & (CHUNK_PAGES - 1)) << PAGE_SHIFT) + (gpa % 4096)) >> 2] = value;
+    this.words32[((hpn << PAGE_SHIFT) + (gpa % 4096)) >> 2] = value;
   }
 
   // ---- translation ----
@@ -474,11 +475,7 @@ export class Mmu {
     }
     this.flags[i] = (global ? 1 : 0) | (large ? 2 : 0);
     if (large) this.largeSpans[vpn >>> 9] = 1;
-    const c = hpn >>> CHUNK_PAGES_SHIFT;
-    this.mem[i] = mem.host.chunks[c]!;
-    this.mem32[i] = mem.host.chunks32[c]!;
-    this.mem16[i] = mem.host.chunks16[c]!;
-    this.off[i] = (hpn & (CHUNK_PAGES - 1)) << PAGE_SHIFT;
+    this.off[i] = hpn << PAGE_SHIFT;
     this.gpnOf[i] = gpn;
     if (perms & EPT_READ) {
       this.tagRS[i] = vpn;
@@ -504,7 +501,7 @@ export class Mmu {
   read8(la: number): number {
     const vpn = la >>> 12;
     const i = vpn & TLB_MASK;
-    if (this.tagR[i] === vpn) return this.mem[i][this.off[i] + (la & 0xfff)];
+    if (this.tagR[i] === vpn) return this.bytes[this.off[i] + (la & 0xfff)];
     return this.read8Slow(la);
   }
 
@@ -515,8 +512,8 @@ export class Mmu {
     const o = la & 0xfff;
     if (this.tagR[i] === vpn && o !== 0xfff) {
       const a = this.off[i] + o;
-      if ((a & 1) === 0) return this.mem16[i][a >> 1];
-      const m = this.mem[i];
+      if ((a & 1) === 0) return this.words16[a >> 1];
+      const m = this.bytes;
       return m[a] | (m[a + 1] << 8);
     }
     return this.read16Slow(la);
@@ -544,8 +541,8 @@ export class Mmu {
     const o = la & 0xfff;
     if (this.tagR[i] === vpn && o <= 0xffc) {
       const a = this.off[i] + o;
-      if ((a & 3) === 0) return this.mem32[i][a >> 2];
-      const m = this.mem[i];
+      if ((a & 3) === 0) return this.words32[a >> 2];
+      const m = this.bytes;
       return m[a] | (m[a + 1] << 8) | (m[a + 2] << 16) | (m[a + 3] << 24);
     }
     return this.read32Slow(la);
@@ -556,7 +553,7 @@ export class Mmu {
     const vpn = la >>> 12;
     const i = vpn & TLB_MASK;
     if (this.tagW[i] === vpn) {
-      this.mem[i][this.off[i] + (la & 0xfff)] = v;
+      this.bytes[this.off[i] + (la & 0xfff)] = v;
       return;
     }
     this.write8Slow(la, v);
@@ -569,9 +566,9 @@ export class Mmu {
     const o = la & 0xfff;
     if (this.tagW[i] === vpn && o !== 0xfff) {
       const a = this.off[i] + o;
-      if ((a & 1) === 0) this.mem16[i][a >> 1] = v;
+      if ((a & 1) === 0) this.words16[a >> 1] = v;
       else {
-        const m = this.mem[i];
+        const m = this.bytes;
         m[a] = v;
         m[a + 1] = v >> 8;
       }
@@ -587,9 +584,9 @@ export class Mmu {
     const o = la & 0xfff;
     if (this.tagW[i] === vpn && o <= 0xffc) {
       const a = this.off[i] + o;
-      if ((a & 3) === 0) this.mem32[i][a >> 2] = v;
+      if ((a & 3) === 0) this.words32[a >> 2] = v;
       else {
-        const m = this.mem[i];
+        const m = this.bytes;
         m[a] = v;
         m[a + 1] = v >> 8;
         m[a + 2] = v >> 16;
@@ -607,10 +604,10 @@ export class Mmu {
     const i = vpn & TLB_MASK;
     if (this.tagX[i] === vpn) {
       this.fetchVpn = vpn;
-      this.fetchMem = this.mem[i];
+      this.fetchMem = this.bytes;
       this.fetchOff = this.off[i];
       this.fetchGpn = this.gpnOf[i];
-      return this.mem[i][this.off[i] + (la & 0xfff)];
+      return this.bytes[this.off[i] + (la & 0xfff)];
     }
     return this.fetch8Slow(la);
   }
@@ -632,7 +629,7 @@ export class Mmu {
       if (this.tagX[i] !== vpn) return false;
     }
     this.fetchVpn = vpn;
-    this.fetchMem = this.mem[i];
+    this.fetchMem = this.bytes;
     this.fetchOff = this.off[i];
     this.fetchGpn = this.gpnOf[i];
     return true;
@@ -662,7 +659,7 @@ export class Mmu {
     const gpa = this.translate(la, ACCESS_READ, this.user);
     const vpn = la >>> 12;
     const i = vpn & TLB_MASK;
-    if (this.tagR[i] === vpn) return this.mem[i][this.off[i] + (la & 0xfff)];
+    if (this.tagR[i] === vpn) return this.bytes[this.off[i] + (la & 0xfff)];
     this.lastGpa[0] = gpa;
     const bus = this.memory.mmio;
     const v = bus ? bus.read(gpa, 1) : 0xff;
@@ -691,7 +688,7 @@ export class Mmu {
     const vpn = la >>> 12;
     const i = vpn & TLB_MASK;
     if (this.tagW[i] === vpn) {
-      this.mem[i][this.off[i] + (la & 0xfff)] = v;
+      this.bytes[this.off[i] + (la & 0xfff)] = v;
       return;
     }
     this.writeUncached(gpa, v, 1);
@@ -726,8 +723,8 @@ export class Mmu {
       return;
     }
     mem.markDirty(gpn);
-    const m = mem.host.chunks[hpn >>> CHUNK_PAGES_SHIFT]!;
-    const a = ((hpn & (CHUNK_PAGES - 1)) << PAGE_SHIFT) + (gpa % 4096);
+    const m = this.bytes;
+    const a = (hpn << PAGE_SHIFT) + (gpa % 4096);
     for (let k = 0; k < size; k++) m[a + k] = v >>> (8 * k);
   }
 
@@ -735,7 +732,7 @@ export class Mmu {
     const gpa = this.translate(la, ACCESS_EXEC, this.user);
     const vpn = la >>> 12;
     const i = vpn & TLB_MASK;
-    if (this.tagX[i] === vpn) return this.mem[i][this.off[i] + (la & 0xfff)];
+    if (this.tagX[i] === vpn) return this.bytes[this.off[i] + (la & 0xfff)];
     // Executing from MMIO (or an EPT execute-denied page that a handler did not fix).
     const bus = this.memory.mmio;
     return bus ? bus.read(gpa, 1) : 0xff;

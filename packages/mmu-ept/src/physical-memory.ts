@@ -1,6 +1,6 @@
 import { GuestMemoryError, TypevisorError, type GuestMemory, type MmioBus, type Snapshottable, type StateValue } from "@typevisor/hv-core";
 import { EPT_EXEC, EPT_READ, EPT_RWX, EPT_WRITE, Ept } from "./ept.js";
-import { CHUNK_PAGES, CHUNK_PAGES_SHIFT, HostMemory, PAGE_SHIFT, PAGE_SIZE } from "./host-memory.js";
+import { HostMemory, PAGE_SIZE } from "./host-memory.js";
 
 /**
  * Called on an EPT violation in a range it was registered for: the access
@@ -298,11 +298,6 @@ export class PhysicalMemory implements GuestMemory, Snapshottable {
     return out;
   }
 
-  /** Byte view of the chunk holding host page `hpn`, and the page's byte offset in it (for TLB fills). */
-  hostChunk(hpn: number): Uint8Array {
-    return this.host.chunks[hpn >>> CHUNK_PAGES_SHIFT]!;
-  }
-
   // ---- physical accessors (page walks, DMA) ----
 
   private hostFor(gpa: number, perms: number, length: number, what: string): { mem: Uint8Array; off: number } {
@@ -310,7 +305,7 @@ export class PhysicalMemory implements GuestMemory, Snapshottable {
     const hpn = this.resolve(gpn, perms);
     if (hpn < 0) throw new GuestMemoryError(gpa, length, what);
     if (perms & EPT_WRITE) this.markDirty(gpn);
-    return { mem: this.host.chunks[hpn >>> CHUNK_PAGES_SHIFT]!, off: ((hpn & (CHUNK_PAGES - 1)) << PAGE_SHIFT) + (gpa % PAGE_SIZE) };
+    return { mem: this.host.bytes, off: hpn * PAGE_SIZE + (gpa % PAGE_SIZE) };
   }
 
   /** Copies guest-physical `gpa..` into `dest` (RAM or ROM only). */
