@@ -57,8 +57,7 @@ main:
   mov dword [hooks + 0x20*4], pic_hook
   APIC_W A_LINT0, 0x700
   sti
-  WAIT_LOG 0, 3
-  cli
+  WAIT_LOG_CLI 0, 3
   LOG 0
 
   PRINT "lint0 masked", 10
@@ -79,8 +78,7 @@ main:
   mov dword [hooks + 0x40*4], pit_hook
   RTE_W 2, 0x40
   sti
-  WAIT_LOG 0, 3
-  cli
+  WAIT_LOG_CLI 0, 3
   LOG 0
   HEX [tmr_seen]
   PRINT 10
@@ -95,8 +93,7 @@ main:
   in al, 0x71                       ; clear pending flags
   CMOS_W 0x0b, 0x42                 ; periodic interrupt enable, 24-hour
   sti
-  WAIT_LOG 0, 3
-  cli
+  WAIT_LOG_CLI 0, 3
   LOG 0
   HEX [tmr_seen]
   HEX [rirr_seen]
