@@ -1800,7 +1800,7 @@ export class Cpu {
     // k: 0 movs (A4/A5), 1 cmps (A6/A7), 2 stos (AA/AB), 3 lods (AC/AD), 4 scas (AE/AF), 5 ins (6C/6D), 6 outs (6E/6F).
     const k = op >= 0xa4 ? (op < 0xa6 ? 0 : op < 0xa8 ? 1 : op < 0xac ? 2 : op < 0xae ? 3 : 4) : op < 0x6e ? 5 : 6;
     let budget = 4096;
-    let bulk = rep !== 0 && a32 && (k === 0 || k === 2) && (this.flags & C.DF) === 0;
+    let bulk = rep !== 0 && a32 && (k === 0 || k === 2);
     for (;;) {
       if (rep !== 0) {
         const c = a32 ? regs[1] : regs[1] & 0xffff;
@@ -1900,14 +1900,15 @@ export class Cpu {
   }
 
   /**
-   * REP MOVS / REP STOS going up with 32-bit addressing, many elements at
-   * once: as far as the destination (and source) pages go, when the
-   * segments are flat and the TLB already holds the pages with the access
-   * rights needed, so no element can fault, reach MMIO or write decoded code
-   * (write entries never exist for code pages). Element by element a MOVS
-   * whose destination starts inside its source (same host page, higher
-   * address) repeats a pattern; that case is left to the loop.
-   * @returns the elements done (ESI/EDI advanced); 0 when the loop must do
+   * REP MOVS / REP STOS with 32-bit addressing, many elements at once: as
+   * far as the destination (and source) pages go in the direction DF gives,
+   * when the segments are flat and the TLB already holds the pages with the
+   * access rights needed, so no element can fault, reach MMIO or write
+   * decoded code (write entries never exist for code pages). Element by
+   * element a MOVS whose destination starts inside its source, ahead of it
+   * in the direction of the copy, repeats a pattern; that case is left to
+   * the loop.
+   * @returns the elements done (ESI/EDI moved); 0 when the loop must do
    *   the next one (a page not in the TLB yet, an element across a page
    *   end); -1 when no run of this instruction can go in bulk (segments not
    *   flat, a misaligned STOS, a MOVS repeating a pattern)
@@ -1916,37 +1917,42 @@ export class Cpu {
     const regs = this.regs;
     const mmu = this.mmu;
     const sh = s === 2 ? 2 : s;
+    const size = 1 << sh;
+    const down = (this.flags & C.DF) !== 0;
     if (this.segFast[C.ES] !== 1 || (movs && this.segFast[srcSeg] !== 1)) return -1;
     const ld = (this.segBase[C.ES] + regs[7]) | 0;
     const vd = ld >>> 12;
     const id = vd & (TLB_SIZE - 1);
     if (mmu.tagW[id] !== vd) return 0;
-    let n = (4096 - (ld & 0xfff)) >> sh;
+    let n = elementsInPage(ld, sh, down);
     if ((count >>> 0) < n) n = count >>> 0;
     const od = mmu.off[id] + (ld & 0xfff);
-    const dst = mmu.bytes;
+    const mem = mmu.bytes;
     if (movs) {
       const ls = (this.segBase[srcSeg] + regs[6]) | 0;
       const vs = ls >>> 12;
       const is = vs & (TLB_SIZE - 1);
       if (mmu.tagR[is] !== vs) return 0;
-      const m = (4096 - (ls & 0xfff)) >> sh;
+      const m = elementsInPage(ls, sh, down);
       if (m < n) n = m;
       if (n < 2) return 0;
       const os = mmu.off[is] + (ls & 0xfff);
       const bytes = n << sh;
-      // A forward copy onto its own source repeats bytes; copyWithin would not.
-      if (od > os && od < os + bytes) return -1;
-      dst.copyWithin(od, os, os + bytes);
-      regs[6] = (regs[6] + bytes) | 0;
+      // The runs' lowest bytes: going down, the first element is the highest.
+      const dLo = down ? od + size - bytes : od;
+      const sLo = down ? os + size - bytes : os;
+      if (down ? dLo < sLo && dLo + bytes > sLo : dLo > sLo && dLo < sLo + bytes) return -1;
+      mem.copyWithin(dLo, sLo, sLo + bytes);
+      regs[6] = (regs[6] + (down ? -bytes : bytes)) | 0;
     } else {
-      if ((od & ((1 << sh) - 1)) !== 0) return -1;
+      if ((od & (size - 1)) !== 0) return -1;
       if (n < 2) return 0;
-      if (s === 0) dst.fill(regs[0] & 0xff, od, od + n);
-      else if (s === 1) mmu.words16.fill(regs[0] & 0xffff, od >> 1, (od >> 1) + n);
-      else mmu.words32.fill(regs[0], od >> 2, (od >> 2) + n);
+      const lo = (down ? od + size - (n << sh) : od) >> sh;
+      if (s === 0) mem.fill(regs[0] & 0xff, lo, lo + n);
+      else if (s === 1) mmu.words16.fill(regs[0] & 0xffff, lo, lo + n);
+      else mmu.words32.fill(regs[0], lo, lo + n);
     }
-    regs[7] = (regs[7] + (n << sh)) | 0;
+    regs[7] = (regs[7] + (down ? -(n << sh) : n << sh)) | 0;
     return n;
   }
 
@@ -2223,6 +2229,17 @@ export class Cpu {
   readTsc(): number {
     return Math.floor(this.host.now() + this.sliceCount * this.host.nsPerInstruction) + this.tscOffset;
   }
+}
+
+/**
+ * How many elements of size `1 << sh` a string instruction at linear `la`
+ * can do inside `la`'s page: up to the page end going up, down to the page
+ * start going down; 0 when the element at `la` itself crosses the page end.
+ */
+function elementsInPage(la: number, sh: number, down: boolean): number {
+  const off = la & 0xfff;
+  if (!down) return (4096 - off) >> sh;
+  return off + (1 << sh) > 4096 ? 0 : (off >> sh) + 1;
 }
 
 /**

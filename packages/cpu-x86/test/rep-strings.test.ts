@@ -1,7 +1,8 @@
-// REP MOVS and REP STOS over long runs: page crossings, overlapping
-// source and destination (element by element a MOVS whose destination
-// starts just past its source repeats a pattern, which a block copy would
-// not), misaligned destinations, and every element size. The CPU moves
+// REP MOVS and REP STOS over long runs, going up (DF=0) and down (DF=1):
+// page crossings, overlapping source and destination (element by element a
+// MOVS whose destination starts just ahead of its source in the direction it
+// goes repeats a pattern, which a block copy would not), misaligned
+// destinations, and every element size. The CPU moves
 // whole page runs at once when it can (Cpu.repBulk); a plain model of the
 // SDM's element-by-element definition is the oracle.
 import { execFileSync } from "node:child_process";
@@ -19,6 +20,8 @@ interface Op {
   dst: number;
   count: number;
   value: number;
+  /** DF=1: the addresses go down. */
+  down?: boolean;
 }
 
 const AREA = 0x10000;
@@ -35,12 +38,21 @@ const OPS: Op[] = [
   { kind: "stos", size: 2, src: 0, dst: 0x16ffa, count: 900, value: 0x5566 },
   { kind: "stos", size: 1, src: 0, dst: 0x17f00, count: 1, value: 0x77 },
   { kind: "stos", size: 4, src: 0, dst: 0x10ff8, count: 1030, value: -2 },
+  // Linux's boot code moves its compressed image up over itself this way (std; rep movsd).
+  { kind: "movs", size: 4, src: 0x14ffc, dst: 0x15ffc, count: 1500, value: 0, down: true },
+  { kind: "movs", size: 1, src: 0x13600, dst: 0x135ff, count: 300, value: 0, down: true },
+  { kind: "movs", size: 2, src: 0x11001, dst: 0x11803, count: 700, value: 0, down: true },
+  { kind: "movs", size: 4, src: 0x12002, dst: 0x11ffe, count: 100, value: 0, down: true },
+  { kind: "movs", size: 4, src: 0x10f00, dst: 0x10f40, count: 64, value: 0, down: true },
+  { kind: "stos", size: 4, src: 0, dst: 0x17ffc, count: 1030, value: 0x0badf00d, down: true },
+  { kind: "stos", size: 2, src: 0, dst: 0x16003, count: 600, value: 0x1234, down: true },
+  { kind: "stos", size: 1, src: 0, dst: 0x13010, count: 40, value: 0x99, down: true },
 ];
 
 function program(ops: Op[]): string {
-  const lines = ["bits 32", "org 0x1000", "  cld"];
+  const lines = ["bits 32", "org 0x1000"];
   for (const op of ops) {
-    lines.push(`  mov esi, ${op.src}`, `  mov edi, ${op.dst}`, `  mov ecx, ${op.count}`, `  mov eax, ${op.value}`);
+    lines.push(op.down ? "  std" : "  cld", `  mov esi, ${op.src}`, `  mov edi, ${op.dst}`, `  mov ecx, ${op.count}`, `  mov eax, ${op.value}`);
     lines.push(`  rep ${op.kind}${op.size === 1 ? "b" : op.size === 2 ? "w" : "d"}`);
     // Leave the registers where the op left them for the next check.
     lines.push(`  mov [0x9000 + ${ops.indexOf(op) * 12}], esi`, `  mov [0x9004 + ${ops.indexOf(op) * 12}], edi`, `  mov [0x9008 + ${ops.indexOf(op) * 12}], ecx`);
@@ -53,12 +65,13 @@ function program(ops: Op[]): string {
 function model(mem: Uint8Array, op: Op): { esi: number; edi: number } {
   let si = op.src;
   let di = op.dst;
+  const step = op.down ? -op.size : op.size;
   for (let i = 0; i < op.count; i++) {
     // The whole element is read before it is written.
     const element = op.kind === "movs" ? mem.slice(si - AREA, si - AREA + op.size) : Uint8Array.from({ length: op.size }, (_, b) => (op.value >>> (8 * b)) & 0xff);
     mem.set(element, di - AREA);
-    if (op.kind === "movs") si += op.size;
-    di += op.size;
+    if (op.kind === "movs") si += step;
+    di += step;
   }
   return { esi: op.kind === "movs" ? si : op.src, edi: di };
 }
