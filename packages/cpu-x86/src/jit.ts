@@ -1024,6 +1024,45 @@ function successors(rec: Int32Array, start: number, count: number, off: number, 
   return out;
 }
 
+/**
+ * Whether the instruction of record word `w` sets CF, PF, AF, ZF, SF and OF
+ * without reading them, and has only register and immediate operands, so
+ * it cannot leave the region before it writes them: then the flags of the
+ * instruction before it in the block are dead. (ADC and SBB read CF.)
+ */
+function overwritesFlags(w: number): boolean {
+  const id = w & 0xff;
+  const aop = (w >> 16) & 15;
+  switch (id) {
+    case D.H_ALU_RR32:
+    case D.H_ALU_RR:
+    case D.H_ALU_RI32:
+    case D.H_ALU_RI:
+      return aop !== 2 && aop !== 3;
+    case D.H_ADD_RR32:
+    case D.H_OR_RR32:
+    case D.H_AND_RR32:
+    case D.H_SUB_RR32:
+    case D.H_XOR_RR32:
+    case D.H_CMP_RR32:
+    case D.H_ADD_RI32:
+    case D.H_OR_RI32:
+    case D.H_AND_RI32:
+    case D.H_SUB_RI32:
+    case D.H_XOR_RI32:
+    case D.H_CMP_RI32:
+    case D.H_TEST_RR:
+    case D.H_TEST_RI:
+    case D.H_TEST_RR32:
+    case D.H_CMPJ_RR32:
+    case D.H_CMPJ_RI32:
+    case D.H_TESTJ_RR32:
+      return true;
+    default:
+      return false;
+  }
+}
+
 /** Emits a block's records (`count` instructions from record word `start`, `bytes` long at page offset `off`). */
 function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: number, bytes: number, off: number, mask: string): void {
   let r = start;
@@ -1352,6 +1391,12 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
         const p = g.tmp();
         const q = g.tmp();
         const rr = g.tmp();
+        if (i + 1 < count && overwritesFlags(rec[r + REC_STRIDE])) {
+          // Nothing can see CF/OF: the product alone (the overflow test is a double multiply).
+          g.emit(s === 1 ? `${rr} = Math.imul(${x}, ${y}) & 65535;` : `${rr} = Math.imul(${x}, ${y});`);
+          g.emit(g.setReg(s, a, rr));
+          break;
+        }
         if (s === 1) {
           g.emit(`${p} = ((${x}) << 16 >> 16) * ((${y}) << 16 >> 16); ${rr} = ${p} & 65535; ${q} = ${p} !== ((${p} << 16) >> 16) ? 2049 : 0;`);
         } else {
