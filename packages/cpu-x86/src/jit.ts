@@ -13,15 +13,17 @@
 //   never ran before it optimized the function as a deoptimization, so
 //   rarely taken exits must need no type feedback.
 // - Guest registers and the lazy-flag state live in JavaScript locals while
-//   the function runs. They are written back when it returns, before the
-//   byte-by-byte interpreter runs an instruction the compiler does not
-//   know, and in a catch handler when an instruction faults, so an
-//   exception sees exactly the state the interpreter would have left.
-// - Faults: before anything that can fault the function notes the
-//   instruction's index in its block; the catch handler turns it into
-//   `sliceCount`, `blockEip`, `blockRec` and `blockN`, which is all
-//   Cpu.faultRestore needs to rebuild EIP from the block's records. ESP is
-//   written only after an instruction's last check, as in the interpreter.
+//   the function runs. They are written back when it returns, and before
+//   every call that may throw (the byte-by-byte interpreter running an
+//   instruction the compiler does not know, a segment check that is not
+//   flat, a #GP for a branch past the CS limit), so an exception sees
+//   exactly the state the interpreter would have left.
+// - Faults: those same call sites also store `sliceCount`, `blockEip`,
+//   `blockRec` and `blockN` (constants but for the count), which is all
+//   Cpu.faultRestore needs to rebuild EIP from the block's records. There
+//   is no try/catch: a handler reading the locals would keep every one of
+//   them alive at every point that might throw. ESP is written only after
+//   an instruction's last check, as in the interpreter.
 // - A block runs only when the slice budget holds all of it (otherwise the
 //   interpreter runs it and stops mid-block).
 // - Memory accesses that miss the TLB (or cross a page, or go to MMIO or a
@@ -334,7 +336,7 @@ class RegionGen {
       this.use.guard |= 1 << seg;
       return `(sb${seg} + ${off}) | 0`;
     }
-    return `sf${seg} === 1 ? (sb${seg} + ${off}) | 0 : cpu.linSlow(${seg}, ${off}, ${len}, ${write})`;
+    return `sf${seg} === 1 ? (sb${seg} + ${off}) | 0 : (${this.beforeThrowExpr()}, cpu.linSlow(${seg}, ${off}, ${len}, ${write}))`;
   }
 
   /** Expression: the stack pointer as the stack size sees it (SS.B, assumed as at compile time). */
@@ -686,6 +688,39 @@ class RegionGen {
    */
   startInstruction(k: number, off: number): void {
     this.slowExit = `{ k = ${k}; o = ${off}; att = -1; continue L; }`;
+    this.k = k;
+  }
+
+  /** The block being emitted: its page offset, first record and instruction count so far (startInstruction). */
+  private block = { off: 0, rec: 0 };
+  private k = 0;
+
+  /** Starts a block at page offset `off` whose records start at `rec`. */
+  startBlock(off: number, rec: number): void {
+    this.block = { off, rec };
+  }
+
+  /**
+   * Statements that put everything the CPU needs where an exception from the
+   * call after them finds it (Cpu.faultRestore): the guest registers and
+   * flags, and the block and instruction being run. Regions have no
+   * try/catch, because a handler that reads the locals keeps every one of
+   * them alive (and spilled) at every point that might throw; only these
+   * rare call sites pay instead. `k` is the instruction's index in the
+   * block (the current one by default).
+   */
+  beforeThrow(k = this.k): string {
+    return `/*SPILL*/ ${this.position(k)}`;
+  }
+
+  /** {@link RegionGen.beforeThrow} as one expression (for a call inside an expression). */
+  beforeThrowExpr(k = this.k): string {
+    return `/*SPILLX*/, ${this.position(k).replace(/;(?=.)/g, ",").replace(/;$/, "")}`;
+  }
+
+  private position(k: number): string {
+    const mask = this.code32 ? "-1" : "65535";
+    return `cpu.sliceCount = (n + ${k}) | 0; cpu.blockEip = (pb + ${this.block.off}) & ${mask}; cpu.blockRec = ${this.block.rec}; cpu.blockN = n;`;
   }
 }
 
@@ -887,7 +922,7 @@ export class BlockCompiler implements DecodeCacheListener {
       const mark = g.mark();
       g.emit(`case ${offs[q]}: {`);
       g.emit(`if (((budget - n) | 0) < ${dc.bCount[id]}) break L;`);
-      g.emit(`bR = ${dc.bStart[id]};`);
+      g.startBlock(offs[q], dc.bStart[id]);
       g.resetFlags();
       compileBlock(g, rec, dc.bStart[id], dc.bCount[id], dc.bBytes[id], offs[q], mask);
       g.emit(`}`);
@@ -915,6 +950,7 @@ export class BlockCompiler implements DecodeCacheListener {
     const guardOk = [...guardList.map((i) => `cpu.segFast[${i}] === 1`), `cpu.stack32 === ${g.stack32}`, "mmu.tagR === TR"].join(" && ");
     const temps = g.maxTemps > 0 ? `let ${Array.from({ length: g.maxTemps }, (_, i) => `t${i} = 0`).join(", ")};` : "";
     const flagsOut = g.flagsOut();
+    const spillExpr = `${store} ${flagsOut}`.split(";").map((x) => x.trim()).filter((x) => x !== "").join(", ");
     const flagsIn = g.flagsIn();
     const src = `
 "use strict";
@@ -930,29 +966,23 @@ return function region_${gpnHex}_${off0.toString(16)}(eip, n, budget) {
   ${load}
   let fl = cpu.flags, lz = cpu.lazy, fO = cpu.fOp, fA = cpu.fA, fB = cpu.fB, fR = cpu.fR, fS = cpu.fS, fC = cpu.fC;
   ${segDecl} ${segLoad}
-  let live = 1, sc = 0, bR = 0, att = 0, o = o0, k = 0;
+  let att = 0, o = o0, k = 0;
   ${temps}
   // Every exit sets o (the next page offset) and k (instructions the block ran) and continues here: an exit then holds only constants, so it needs no V8 type feedback (code that never ran before V8 optimized the region would deoptimize it on its first run). EIP is pb + o.
-  try {
-    L: for (;;) {
-      n = (n + k) | 0;
-      k = 0;
-      if (att !== 0) break;
-      switch (o) {
+  L: for (;;) {
+    n = (n + k) | 0;
+    k = 0;
+    if (att !== 0) break;
+    switch (o) {
 ${body}
-      }
-      break;
     }
-  } catch (e) {
-    if (live === 1) { ${store} ${flagsOut} }
-    cpu.sliceCount = (n + sc) | 0; cpu.blockEip = (pb + o) & ${mask}; cpu.blockRec = bR; cpu.blockN = n;
-    throw e;
+    break;
   }
   ${store} ${flagsOut}
   cpu.eip = (pb + o) & ${mask}; cpu.sliceCount = n;
   const notCount = ~n;
   return att < 0 ? notCount : n;
-};`.replace(/\/\*SPILL\*\//g, `${store} ${flagsOut}`).replace(/\/\*FILL\*\//g, `${reload} ${flagsIn} ${segLoad}`).replace(/\/\*GUARD\*\//g, `!(${guardOk})`);
+};`.replace(/\/\*SPILL\*\//g, `${store} ${flagsOut}`).replace(/\/\*SPILLX\*\//g, spillExpr).replace(/\/\*FILL\*\//g, `${reload} ${flagsIn} ${segLoad}`).replace(/\/\*GUARD\*\//g, `!(${guardOk})`);
     this.onCompile?.(src);
     const factory = new Function("cpu", "mmu", "regs", "M8", "M16", "M32", "OFS", "PAR", "cfOf", "condOf", "flagsOf", "imulOverflows", "ld16", "ld32", "st16", "st32", "MAP", "TR", "TW", src) as (...a: unknown[]) => RegionFn;
     const cpu = this.cpu;
@@ -1101,13 +1131,13 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
     const transfer = (t: string, k: number, sizeBits: number, afterCheck = ""): void => {
       const tt = g.tmp();
       g.emit(`{ ${tt} = ${t};${sizeBits !== 2 ? ` ${tt} &= 65535;` : ""}`);
-      g.emit(`if (((${tt} - pb) >>> 0) > 4095 && (${tt} >>> 0) > csLim) { sc = ${k - 1}; cpu.raiseGp(0); }`);
+      g.emit(`if (((${tt} - pb) >>> 0) > 4095 && (${tt} >>> 0) > csLim) { ${g.beforeThrow(k - 1)} cpu.raiseGp(0); }`);
       g.emit(`${afterCheck} k = ${k}; o = (${tt} - pb) | 0; continue L; }`);
     };
     /** The interpreter runs this one instruction on the CPU's own state. */
     const interpret = (): void => {
-      g.emit(`/*SPILL*/ live = 0; sc = ${i}; cpu.eip = (pb + ${off + pos}) & ${mask}; cpu.sliceCount = (n + ${i}) | 0;`);
-      g.emit(`cpu.step(); /*FILL*/ live = 1;`);
+      g.emit(`${g.beforeThrow(i)} cpu.eip = (pb + ${off + pos}) & ${mask};`);
+      g.emit(`cpu.step(); /*FILL*/`);
       g.emit(`k = ${i + 1}; o = (cpu.eip - pb) | 0;`);
       g.emit(`if (cpu.attention !== 0 || cpu.winLen < 0 || cpu.curMap !== MAP || /*GUARD*/) att = 1;`);
       g.emit(`continue L;`);
@@ -1116,7 +1146,6 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
     switch (id) {
       case D.H_STRING:
         if ((rec[r + 1] & 8) !== 0) {
-          g.emit(`sc = ${i};`);
           stringElement(g, sub, s, rec[r + 1] & 7);
         } else {
           // 16-bit addressing: the interpreter runs it.
@@ -1158,7 +1187,6 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
       case D.H_ALU_MR:
       case D.H_ALU_MI32:
       case D.H_ALU_MI: {
-        g.emit(`sc = ${i};`);
         const la = g.lin(g.seg(r), g.ea(r), 1 << s, true);
         const y = id === D.H_ALU_MR32 || id === D.H_ALU_MR ? g.reg(s, a) : `${rec[r + 3]}`;
         g.rmw(s, la, (x) => g.alu(sub, x, y, s));
@@ -1166,7 +1194,6 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
       }
       case D.H_ALU_RM32:
       case D.H_ALU_RM: {
-        g.emit(`sc = ${i};`);
         const la = g.lin(g.seg(r), g.ea(r), 1 << s, false);
         const v = g.read(s, la);
         const res = g.alu(sub, g.reg(s, a), v, s);
@@ -1175,7 +1202,6 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
       }
       case D.H_CMP_MR:
       case D.H_CMP_MI: {
-        g.emit(`sc = ${i};`);
         const la = g.lin(g.seg(r), g.ea(r), 1 << s, false);
         const v = g.read(s, la);
         g.alu(7, v, id === D.H_CMP_MR ? g.reg(s, a) : `${rec[r + 3]}`, s);
@@ -1196,7 +1222,6 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
       }
       case D.H_TEST_MR:
       case D.H_TEST_MI: {
-        g.emit(`sc = ${i};`);
         const la = g.lin(g.seg(r), g.ea(r), 1 << s, false);
         const v = g.read(s, la);
         const t = g.tmp();
@@ -1212,7 +1237,6 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
       }
       case D.H_INC_M:
       case D.H_DEC_M: {
-        g.emit(`sc = ${i};`);
         const la = g.lin(g.seg(r), g.ea(r), 1 << s, true);
         g.rmw(s, la, (x) => g.incDec(x, s, id === D.H_DEC_M));
         break;
@@ -1220,7 +1244,6 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
       case D.H_PUSH_R:
       case D.H_PUSH_I:
       case D.H_PUSH_M: {
-        g.emit(`sc = ${i};`);
         let v: string;
         if (id === D.H_PUSH_R) v = g.reg(s, a);
         else if (id === D.H_PUSH_I) v = `${rec[r + 3]}`;
@@ -1231,7 +1254,6 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
         break;
       }
       case D.H_POP_R: {
-        g.emit(`sc = ${i};`);
         const n = s === 2 ? 4 : 2;
         const v = popRead(g, s, 4);
         g.emit(g.setSp(`(r4 + ${n}) | 0`));
@@ -1245,14 +1267,12 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
         g.emit(g.setReg(s, a, `${rec[r + 3]}`));
         break;
       case D.H_MOV_RM: {
-        g.emit(`sc = ${i};`);
         const v = g.read(s, g.lin(g.seg(r), g.ea(r), 1 << s, false));
         g.emit(g.setReg(s, a, v));
         break;
       }
       case D.H_MOV_MR:
       case D.H_MOV_MI: {
-        g.emit(`sc = ${i};`);
         const la = g.lin(g.seg(r), g.ea(r), 1 << s, true);
         const v = id === D.H_MOV_MR ? g.reg(s, a) : `${rec[r + 3]}`;
         g.write(s, la, v);
@@ -1294,8 +1314,7 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
         // The target is checked before the return address is pushed (Intel SDM Vol. 2 CALL).
         const t = g.tmp();
         g.emit(`${t} = ((${nextExpr} + ${rec[r + 2]}) | 0)${s !== 2 ? " & 65535" : ""};`);
-        g.emit(`if (((${t} - pb) >>> 0) > 4095 && (${t} >>> 0) > csLim) { sc = ${i}; cpu.raiseGp(0); }`);
-        g.emit(`sc = ${i};`);
+        g.emit(`if (((${t} - pb) >>> 0) > 4095 && (${t} >>> 0) > csLim) { ${g.beforeThrow(i)} cpu.raiseGp(0); }`);
         push(g, s, nextExpr);
         transfer(t, i + 1, 2);
         ended = true;
@@ -1303,11 +1322,10 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
       }
       case D.H_CALL_R:
       case D.H_CALL_M: {
-        g.emit(`sc = ${i};`);
         const t = g.tmp();
         const v = id === D.H_CALL_R ? g.reg(s, b) : g.read(s, g.lin(g.seg(r), g.ea(r), 1 << s, false));
         g.emit(`${t} = ${v}${s !== 2 ? " & 65535" : ""};`);
-        g.emit(`if (((${t} - pb) >>> 0) > 4095 && (${t} >>> 0) > csLim) cpu.raiseGp(0);`);
+        g.emit(`if (((${t} - pb) >>> 0) > 4095 && (${t} >>> 0) > csLim) { ${g.beforeThrow(i)} cpu.raiseGp(0); }`);
         push(g, s, nextExpr);
         transfer(t, i + 1, 2);
         ended = true;
@@ -1315,14 +1333,12 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
       }
       case D.H_JMP_R:
       case D.H_JMP_M: {
-        g.emit(`sc = ${i};`);
         const v = id === D.H_JMP_R ? g.reg(s, b) : g.read(s, g.lin(g.seg(r), g.ea(r), 1 << s, false));
         transfer(v, i + 1, s);
         ended = true;
         break;
       }
       case D.H_RET: {
-        g.emit(`sc = ${i};`);
         const n = s === 2 ? 4 : 2;
         const v = popRead(g, s, 4);
         const rel = n + rec[r + 3];
@@ -1332,7 +1348,6 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
         break;
       }
       case D.H_LEAVE: {
-        g.emit(`sc = ${i};`);
         g.use.written |= 1 << 5;
         const v = popRead(g, s, 5);
         const n = s === 2 ? 4 : 2;
@@ -1350,7 +1365,6 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
           const res = g.shift(op, g.reg(s, b), cnt, s, cc);
           if (cc !== 0) g.emit(g.setReg(s, b, res));
         } else {
-          g.emit(`sc = ${i};`);
           const c = g.tmp();
           g.emit(`${c} = ${cnt};`);
           const la = g.lin(g.seg(r), g.ea(r), 1 << s, true);
@@ -1364,7 +1378,6 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
         let v: string;
         if (id === D.H_MOVX_R) v = g.reg(ss, b);
         else {
-          g.emit(`sc = ${i};`);
           v = g.read(ss, g.lin(g.seg(r), g.ea(r), 1 << ss, false));
         }
         const ext = (sub & 1) === 0 ? v : ss === 1 ? `((${v} << 16) >> 16)` : `((${v} << 24) >> 24)`;
@@ -1378,7 +1391,6 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
         let src: string;
         if (id === D.H_IMUL_R) src = g.reg(s, b);
         else {
-          g.emit(`sc = ${i};`);
           src = g.read(s, g.lin(g.seg(r), g.ea(r), 1 << s, false));
         }
         if (sub & 1) {
@@ -1410,7 +1422,6 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
         g.emit(g.setReg(0, b, `(${g.cond(sub)} ? 1 : 0)`));
         break;
       case D.H_SETCC_M: {
-        g.emit(`sc = ${i};`);
         const la = g.lin(g.seg(r), g.ea(r), 1, true);
         g.write(0, la, `(${g.cond(sub)} ? 1 : 0)`);
         break;
@@ -1419,7 +1430,6 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
         g.emit(`if (${g.cond(sub)}) { ${g.setReg(s, a, g.reg(s, b))} }`);
         break;
       case D.H_CMOV_M: {
-        g.emit(`sc = ${i};`);
         const v = g.read(s, g.lin(g.seg(r), g.ea(r), 1 << s, false));
         g.emit(`if (${g.cond(sub)}) { ${g.setReg(s, a, v)} }`);
         break;

@@ -7,7 +7,7 @@ import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { createMachine, X86_CPU_CONTROL, type StopInfo } from "@typevisor/hv-core";
 import { PHYSICAL_MEMORY } from "@typevisor/mmu-ept";
-import { X86_CPUS, x86Cpu } from "../../src/index.js";
+import { X86_CPUS, x86Cpu, type CpuOptions } from "../../src/index.js";
 
 /** What a bare-metal run printed and how it ended. */
 export interface BareMetalRun {
@@ -33,9 +33,9 @@ function multiboot(image: Uint8Array): { load: number; fileOffset: number; entry
   throw new Error("no multiboot header");
 }
 
-/** Runs `image` on our vCPU (or `vcpus` of them; the others wait for a startup IPI). */
-export async function runOurs(image: Uint8Array, maxInstructions = 50_000_000, vcpus = 1): Promise<BareMetalRun> {
-  const vm = await createMachine({ memory: "32M", clock: { mode: "deterministic" }, plugins: [x86Cpu({ vcpus })] });
+/** Runs `image` on our vCPU (or `vcpus` of them; the others wait for a startup IPI), with the block compiler as `jit` says (default: as the environment says). */
+export async function runOurs(image: Uint8Array, maxInstructions = 50_000_000, vcpus = 1, jit?: CpuOptions["jit"]): Promise<BareMetalRun> {
+  const vm = await createMachine({ memory: "32M", clock: { mode: "deterministic" }, plugins: [x86Cpu({ vcpus, ...(jit !== undefined ? { jit } : {}) })] });
   let output = "";
   vm.ports.register("debugcon", 0xe9, 1, { read: () => 0xe9, write: (_o, _s, v) => void (output += String.fromCharCode(v)) });
   vm.ports.register("debug-exit", 0xf4, 4, { read: () => 0xff, write: (_o, _s, v) => vm.requestStop({ reason: "exit", exitCode: (v << 1) | 1 }) });
