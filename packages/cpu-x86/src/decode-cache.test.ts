@@ -11,6 +11,26 @@ describe("DecodeCache", () => {
     expect(dc.pageCount).toBe(3);
   });
 
+  it("finds maps again through its page cache, also for pages sharing a cache slot, and never a dropped one", () => {
+    const dc = new DecodeCache(0);
+    // Keys gpn * 2 + 1 of pages 5 and 133 fall in the same slot of the 256-entry cache.
+    const a = dc.pageMap(5, true);
+    const b = dc.pageMap(133, true);
+    expect(b).not.toBe(a);
+    expect(dc.pageMap(5, true)).toBe(a);
+    expect(dc.pageMap(133, true)).toBe(b);
+    dc.invalidate(5);
+    const d = dc.pageMap(9, true); // page 9 gets page 5's recycled map
+    expect(d).toBe(a);
+    const c = dc.pageMap(5, true);
+    expect(c).not.toBe(d); // page 5 gets a map of its own, not page 9's through a stale cache entry
+    expect(dc.pageMap(5, true)).toBe(c);
+    dc.commit(c, 0x20, dc.recTop, 1, 3);
+    dc.flush();
+    expect(dc.pageMap(5, true)[0x20]).toBe(0); // an empty map after the flush, not the cached one with its block
+    expect(dc.pageCount).toBe(1);
+  });
+
   it("drops a written page's maps and recycles them empty", () => {
     const dc = new DecodeCache(0);
     const a = dc.pageMap(5, true);

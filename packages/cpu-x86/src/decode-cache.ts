@@ -12,6 +12,8 @@ const MAX_RECORDS = 1 << 19;
 export const MAX_BLOCKS = 0xffff;
 /** Pages with a block map at once (each map is 8 KiB). */
 const MAX_PAGES = 2048;
+/** Entries of the direct-mapped page-map cache in front of the page table (a power of two). */
+const HOT_PAGES = 256;
 /** Instructions per block at most. */
 export const MAX_BLOCK_RECORDS = 32;
 /** Block 1: one generic record, for pages that are not cached (see {@link DecodeCache.strikes}). */
@@ -60,6 +62,14 @@ export class DecodeCache {
   /** A page map where every offset runs the generic record (uncached pages). */
   readonly uncached = new Uint16Array(4096).fill(GENERIC_BLOCK);
   private readonly pages = new Map<number, Uint16Array>();
+  /**
+   * A direct-mapped cache of `pages` (key, map), checked first: control
+   * moves between pages millions of times a second while the kernel
+   * initialises, and a hash-map lookup for each crossing is a measurable
+   * share of the run. Entries are cleared when their page is dropped.
+   */
+  private readonly hotKey = new Float64Array(HOT_PAGES).fill(-1);
+  private readonly hotMap: Uint16Array[] = new Array<Uint16Array>(HOT_PAGES).fill(this.empty);
   private readonly spare: Uint16Array[] = [];
   /** Invalidations per guest page, saturating (pages that keep being written are not cached). */
   private strikes = new Uint8Array(0);
@@ -88,8 +98,10 @@ export class DecodeCache {
    */
   pageMap(gpn: number, code32: boolean): Uint16Array {
     const key = gpn * 2 + (code32 ? 1 : 0);
+    const h = key & (HOT_PAGES - 1);
+    if (this.hotKey[h] === key) return this.hotMap[h];
     const m = this.pages.get(key);
-    if (m !== undefined) return m;
+    if (m !== undefined) return this.remember(h, key, m);
     if (gpn < this.strikes.length && this.strikes[gpn] >= STRIKE_LIMIT) {
       if (++this.uncachedEntries % STRIKE_DECAY === 0) this.decay();
       return this.uncached;
@@ -99,6 +111,12 @@ export class DecodeCache {
     const map = fresh ?? new Uint16Array(4096);
     if (fresh) map.fill(0);
     this.pages.set(key, map);
+    return this.remember(h, key, map);
+  }
+
+  private remember(h: number, key: number, map: Uint16Array): Uint16Array {
+    this.hotKey[h] = key;
+    this.hotMap[h] = map;
     return map;
   }
 
@@ -136,6 +154,8 @@ export class DecodeCache {
       const m = this.pages.get(key);
       if (m !== undefined) {
         this.pages.delete(key);
+        const h = key & (HOT_PAGES - 1);
+        if (this.hotKey[h] === key) this.hotKey[h] = -1;
         this.spare.push(m);
         had = true;
       }
@@ -165,6 +185,7 @@ export class DecodeCache {
   flush(): void {
     for (const m of this.pages.values()) this.spare.push(m);
     this.pages.clear();
+    this.hotKey.fill(-1);
     this.recTop = REC_STRIDE;
     this.blockTop = GENERIC_BLOCK + 1;
     this.flushes++;
