@@ -26,12 +26,15 @@
 //   an instruction's last check, as in the interpreter.
 // - A block runs only when the slice budget holds all of it (otherwise the
 //   interpreter runs it and stops mid-block).
-// - Memory accesses that miss the TLB (or cross a page, or go to MMIO or a
-//   code page) leave the function before their instruction, which the
-//   interpreter then runs: the slow path is the interpreter's, and the
-//   compiled one holds only constants. Misaligned accesses inside a page
-//   stay (byte by byte). `attention` can then only be set by an instruction
-//   the interpreter runs for the region, and is checked after each.
+// - Memory accesses that miss the TLB, are misaligned (so also any that
+//   crosses a page) or go to MMIO or a code page leave the function before
+//   their instruction, which the interpreter then runs: the slow path is
+//   the interpreter's, and the compiled one holds only constants. Like
+//   QEMU's softmmu fast path, the hit test includes the alignment: a byte
+//   by byte path in every access made regions a third larger, which V8
+//   then took longer to optimize (booting Linux was 6% slower).
+//   `attention` can then only be set by an instruction the interpreter
+//   runs for the region, and is checked after each.
 // - A region is specialised on what held when it was compiled and checks it
 //   on entry and after every instruction the interpreter runs for it: flat
 //   segments, the stack size, and the MMU's TLB tag set (supervisor or user
@@ -365,10 +368,9 @@ class RegionGen {
   /**
    * Emits the TLB lookup of an access of size `s` at linear `la` through
    * the tag array `tags` ("TR" or "TW") and returns its pieces: the test of
-   * an aligned hit and the element it reads or writes, the test of a
-   * misaligned hit inside the page, and that access's byte view and offset.
+   * an aligned hit, and the element it reads or writes (its view and index).
    */
-  private lookup(tags: string, s: number, la: string): { aligned: string; elem: string; index: string; view: string; inPage: string; bytes: string; byte: string } {
+  private lookup(tags: string, s: number, la: string): { aligned: string; elem: string; index: string; view: string } {
     const vp = this.tmp();
     const ti = this.tmp();
     this.emit(`${vp} = ${la} >>> 12; ${ti} = ${vp} & 16383;`);
@@ -380,9 +382,6 @@ class RegionGen {
       elem: `${view}[${index}]`,
       index,
       view,
-      inPage: `${tags}[${ti}] === ${vp} && (${la} & 4095) <= ${4096 - (1 << s)}`,
-      bytes: "M8",
-      byte,
     };
   }
 
@@ -390,39 +389,28 @@ class RegionGen {
   read(s: number, la: string): string {
     const v = this.tmp();
     const a = this.lookup("TR", s, la);
-    const misaligned = s === 0 ? "" : `else if (${a.inPage}) ${v} = ld${8 << s}(${a.bytes}, ${a.byte}); `;
-    this.emit(`if (${a.aligned}) ${v} = ${a.elem}; ${misaligned}else ${this.slowExit}`);
+    this.emit(`if (${a.aligned}) ${v} = ${a.elem}; else ${this.slowExit}`);
     return v;
   }
 
   /** Emits a write of size `s` of `v` at linear `la`. */
   write(s: number, la: string, v: string): void {
     const a = this.lookup("TW", s, la);
-    const misaligned = s === 0 ? "" : `else if (${a.inPage}) st${8 << s}(${a.bytes}, ${a.byte}, ${v}); `;
-    this.emit(`if (${a.aligned}) ${a.elem} = ${v}; ${misaligned}else ${this.slowExit}`);
+    this.emit(`if (${a.aligned}) ${a.elem} = ${v}; else ${this.slowExit}`);
   }
 
   /**
    * Read-modify-write of size `s` at `la` (checked for writing): emits the
    * read, calls `compute(value)` for the statements and the result
    * expression, then the write. The TLB entry is checked for writing
-   * before the read, so the write needs no check of its own; a misaligned
-   * access inside the page goes byte by byte both ways (`ix` then holds
-   * -1 - its byte offset).
+   * before the read, so the write needs no check of its own.
    */
   rmw(s: number, la: string, compute: (x: string) => string): void {
     const x = this.tmp();
     const ix = this.tmp();
     const a = this.lookup("TW", s, la);
-    const hit = `if (${a.aligned}) { ${ix} = ${a.index}; ${x} = ${a.view}[${ix}]; }`;
-    if (s === 0) {
-      this.emit(`${hit} else ${this.slowExit}`);
-      this.emit(`${a.view}[${ix}] = ${compute(x)};`);
-      return;
-    }
-    this.emit(`${hit} else if (${a.inPage}) { ${ix} = -1 - (${a.byte}); ${x} = ld${8 << s}(${a.bytes}, -1 - ${ix}); } else ${this.slowExit}`);
-    const res = compute(x);
-    this.emit(`if (${ix} >= 0) ${a.view}[${ix}] = ${res}; else st${8 << s}(${a.bytes}, -1 - ${ix}, ${res});`);
+    this.emit(`if (${a.aligned}) { ${ix} = ${a.index}; ${x} = ${a.view}[${ix}]; } else ${this.slowExit}`);
+    this.emit(`${a.view}[${ix}] = ${compute(x)};`);
   }
 
   // ------------------------------------------------------------ flags
@@ -984,32 +972,12 @@ ${body}
   return att < 0 ? notCount : n;
 };`.replace(/\/\*SPILL\*\//g, `${store} ${flagsOut}`).replace(/\/\*SPILLX\*\//g, spillExpr).replace(/\/\*FILL\*\//g, `${reload} ${flagsIn} ${segLoad}`).replace(/\/\*GUARD\*\//g, `!(${guardOk})`);
     this.onCompile?.(src);
-    const factory = new Function("cpu", "mmu", "regs", "M8", "M16", "M32", "OFS", "PAR", "cfOf", "condOf", "flagsOf", "imulOverflows", "ld16", "ld32", "st16", "st32", "MAP", "TR", "TW", src) as (...a: unknown[]) => RegionFn;
+    const factory = new Function("cpu", "mmu", "regs", "M8", "M16", "M32", "OFS", "PAR", "cfOf", "condOf", "flagsOf", "imulOverflows", "MAP", "TR", "TW", src) as (...a: unknown[]) => RegionFn;
     const cpu = this.cpu;
     const mmu = cpu.mmu;
-    const fn = factory(cpu, mmu, cpu.regs, mmu.bytes, mmu.words16, mmu.words32, mmu.off, PARITY, cfOf, condOf, flagsOf, imulOverflows, ld16, ld32, st16, st32, map, mmu.tagR, mmu.tagW);
+    const fn = factory(cpu, mmu, cpu.regs, mmu.bytes, mmu.words16, mmu.words32, mmu.off, PARITY, cfOf, condOf, flagsOf, imulOverflows, map, mmu.tagR, mmu.tagW);
     return { fn, blocks: ids, chars: src.length };
   }
-}
-
-// Misaligned accesses that stay inside one page, on its byte view `m` at
-// byte `q` (little-endian): regions call these when the TLB entry matches
-// but the aligned typed-array view cannot serve the access.
-function ld16(m: Uint8Array, q: number): number {
-  return m[q] | (m[q + 1] << 8);
-}
-function ld32(m: Uint8Array, q: number): number {
-  return m[q] | (m[q + 1] << 8) | (m[q + 2] << 16) | (m[q + 3] << 24);
-}
-function st16(m: Uint8Array, q: number, v: number): void {
-  m[q] = v;
-  m[q + 1] = v >> 8;
-}
-function st32(m: Uint8Array, q: number, v: number): void {
-  m[q] = v;
-  m[q + 1] = v >> 8;
-  m[q + 2] = v >> 16;
-  m[q + 3] = v >> 24;
 }
 
 /** Full EFLAGS arithmetic bits of a lazy state (mirrors Cpu.getFlags). */
