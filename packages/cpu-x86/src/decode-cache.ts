@@ -114,6 +114,14 @@ export class DecodeCache {
     return this.remember(h, key, map);
   }
 
+  /** The block map of page `gpn` decoded with CS.D = `code32` when it has one (nothing is created). */
+  peekMap(gpn: number, code32: boolean): Uint16Array | undefined {
+    const key = gpn * 2 + (code32 ? 1 : 0);
+    const h = key & (HOT_PAGES - 1);
+    if (this.hotKey[h] === key) return this.hotMap[h];
+    return this.pages.get(key);
+  }
+
   private remember(h: number, key: number, map: Uint16Array): Uint16Array {
     this.hotKey[h] = key;
     this.hotMap[h] = map;

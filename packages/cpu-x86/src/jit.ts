@@ -4,11 +4,16 @@
 // (record-ops.ts) and agrees with it instruction by instruction:
 //
 // - A compiled function covers a region: a hot block and the decoded blocks
-//   of the same guest-physical page reachable from it by direct branches
-//   that the interpreter ran often. Inside it, control moves between blocks
-//   through a switch on the page offset of EIP, so loops that span blocks
-//   stay in one function; any target it does not hold (another page, a
-//   block left out) returns to the run loop. Every exit of a block only
+//   reachable from it by direct branches that the interpreter ran often.
+//   Inside it, control moves between blocks through a switch on EIP's
+//   offset from the entry page's start, so loops that span blocks stay in
+//   one function; any target it does not hold returns to the run loop.
+//   With 32-bit code, blocks of a few neighbouring pages may join (a loop
+//   or a call that crosses a page boundary: Linux's decompressor spent a
+//   fifth of its time going through the run loop for one such loop). A
+//   block of another page starts with a check that its linear page still
+//   translates, for execution, to the host page it was decoded from (its
+//   execute TLB entry); a write to any of the region's pages drops it. Every exit of a block only
 //   sets constants and goes back to the loop head: V8 compiles code that
 //   never ran before it optimized the function as a deoptimization, so
 //   rarely taken exits must need no type feedback.
@@ -75,6 +80,8 @@ export const DEFAULT_JIT_THRESHOLD = 60000;
  */
 export type RegionFn = (eip: number, n: number, budget: number) => number;
 
+/** Pages a region's blocks come from at most (the entry page included). */
+const MAX_REGION_PAGES = 4;
 /** Blocks per region at most. */
 const MAX_REGION_BLOCKS = 48;
 /** Instructions per region at most (keeps functions within what V8's optimizing compiler accepts). */
@@ -208,7 +215,15 @@ class RegionGen {
     private readonly fastSegs: number,
     /** SS.B at compile time. */
     readonly stack32: boolean,
+    /** EIP span (relative to the entry page's start) of the region's pages, which the prologue checked against the CS limit. */
+    readonly spanLo = 0,
+    readonly spanHi = 4095,
   ) {}
+
+  /** Expression: whether EIP `t` (a local) lies outside the region's pages, so a transfer there needs the CS limit check. */
+  outsideSpan(t: string): string {
+    return this.spanLo === 0 ? `((${t} - pb) >>> 0) > ${this.spanHi}` : `((${t} - pb + ${-this.spanLo}) >>> 0) > ${this.spanHi - this.spanLo}`;
+  }
 
   /** Most temporaries one instruction used (the function declares that many). */
   maxTemps = 0;
@@ -712,11 +727,27 @@ class RegionGen {
   }
 }
 
-/** The compiled code of one page. */
-interface PageCode {
+/** A compiled region: its function, the block ids it is the code of, and its generated size. */
+interface Region {
+  fn: RegionFn;
   ids: number[];
-  regions: number;
   chars: number;
+  live: boolean;
+}
+
+/** The compiled code that depends on one page: regions holding its blocks, and its blocks found not compilable. */
+interface PageCode {
+  regions: Region[];
+  failed: number[];
+}
+
+/** A page whose blocks a region holds, by its offset in pages from the entry page. */
+interface RegionPage {
+  delta: number;
+  map: Uint16Array;
+  /** Byte offset of its host page in the arena, as the TLB has it. */
+  hostOff: number;
+  gpn: number;
 }
 
 /** Result of compiling one region. */
@@ -724,6 +755,8 @@ interface Compiled {
   fn: RegionFn;
   blocks: number[];
   chars: number;
+  /** Guest pages of the blocks beyond the entry page. */
+  foreign: number[];
 }
 
 /**
@@ -791,34 +824,49 @@ export class BlockCompiler implements DecodeCacheListener {
     return this.liveChars;
   }
 
-  /** Drops the compiled code of page `gpn` (its blocks were dropped). */
+  /** Drops the compiled code of page `gpn` (its blocks were dropped), and every region holding a block of it. */
   droppedPage(gpn: number): void {
     for (let k = 0; k < 2; k++) {
       const key = gpn * 2 + k;
       const pc = this.byPage.get(key);
       if (pc === undefined) continue;
-      for (const id of pc.ids) {
-        this.fns[id] = undefined;
-        this.states[id] = 0;
-      }
+      for (const r of pc.regions) this.kill(r);
+      for (const id of pc.failed) if (this.states[id] === 2) this.states[id] = 0;
       this.byPage.delete(key);
-      this.liveRegions -= pc.regions;
-      this.liveChars -= pc.chars;
-      this.dropped += pc.regions;
     }
   }
 
   /** Drops every compiled function (the decoded blocks were flushed, or the cache is full). */
   droppedAll(): void {
-    for (const pc of this.byPage.values())
-      for (const id of pc.ids) {
+    for (const pc of this.byPage.values()) {
+      for (const r of pc.regions) this.kill(r);
+      for (const id of pc.failed) if (this.states[id] === 2) this.states[id] = 0;
+    }
+    this.byPage.clear();
+  }
+
+  /** Takes a live region out of the table (its blocks run interpreted, and count toward compiling again). */
+  private kill(r: Region): void {
+    if (!r.live) return;
+    r.live = false;
+    for (const id of r.ids)
+      if (this.fns[id] === r.fn) {
         this.fns[id] = undefined;
         this.states[id] = 0;
       }
-    this.byPage.clear();
-    this.dropped += this.liveRegions;
-    this.liveRegions = 0;
-    this.liveChars = 0;
+    this.liveRegions--;
+    this.liveChars -= r.chars;
+    this.dropped++;
+  }
+
+  /** The code registry of page key `key`, created when missing. */
+  private pageCode(key: number): PageCode {
+    let pc = this.byPage.get(key);
+    if (pc === undefined) {
+      pc = { regions: [], failed: [] };
+      this.byPage.set(key, pc);
+    }
+    return pc;
   }
 
   /** A block id was (re)assigned by the decode cache: it starts cold. */
@@ -841,43 +889,65 @@ export class BlockCompiler implements DecodeCacheListener {
     const off = (cpu.csBase + eip) & 0xfff;
     let res: Compiled | undefined;
     try {
-      res = this.build(b, off, map, cpu.code32, gpn);
+      res = this.build(b, off, map, cpu.code32, gpn, ((cpu.csBase + eip) >>> 12) & 0xfffff);
     } catch (e) {
       this.failures++;
       this.lastFailure = e;
       res = undefined;
     }
-    const key = gpn * 2 + (cpu.code32 ? 1 : 0);
-    let pc = this.byPage.get(key);
-    if (pc === undefined) {
-      pc = { ids: [], regions: 0, chars: 0 };
-      this.byPage.set(key, pc);
-    }
+    const code32 = cpu.code32 ? 1 : 0;
     if (res === undefined) {
       this.states[b] = 2;
-      pc.ids.push(b);
+      this.pageCode(gpn * 2 + code32).failed.push(b);
       return;
     }
     this.compiled++;
     this.liveRegions++;
     this.liveChars += res.chars;
-    pc.regions++;
-    pc.chars += res.chars;
+    const region: Region = { fn: res.fn, ids: [], chars: res.chars, live: true };
+    // Only the entry page's blocks enter the region: its code is laid out relative to that page.
     for (const id of res.blocks) {
       if (id === b || this.states[id] === 0) {
         this.fns[id] = res.fn;
         this.states[id] = 1;
-        pc.ids.push(id);
+        region.ids.push(id);
       }
     }
+    this.pageCode(gpn * 2 + code32).regions.push(region);
+    for (const f of res.foreign) this.pageCode(f * 2 + code32).regions.push(region);
   }
 
-  /** Chooses the region's blocks and generates its function. */
-  private build(b: number, off0: number, map: Uint16Array, code32: boolean, gpn: number): Compiled | undefined {
+  /**
+   * Chooses the region's blocks and generates its function. `vpn0` is the
+   * linear page of the entry block; with 32-bit code the region may also
+   * take hot blocks of other pages (a loop or a call that crosses a page
+   * boundary), each entered only after a check that its linear page still
+   * translates, for execution, to the host page it was decoded from.
+   */
+  private build(b: number, off0: number, map: Uint16Array, code32: boolean, gpn: number, vpn0: number): Compiled | undefined {
     // The function's name says where its code comes from (profiles show it).
     const gpnHex = gpn.toString(16);
-    const dc = this.cpu.decoded;
+    const cpu = this.cpu;
+    const mmu = cpu.mmu;
+    const dc = cpu.decoded;
     const rec = dc.rec;
+    // Pages of the region by offset from the entry page (index 0): page delta, block map, host page offset, guest page.
+    const pages: RegionPage[] = [{ delta: 0, map, hostOff: 0, gpn }];
+    const crossPages = code32 && cpu.ipMask === -1;
+    const tlbMask = mmu.tagX.length - 1;
+    /** The region's page for page delta `d` (entered in `pages` when `add`), or undefined when its blocks cannot be used. */
+    const pageAt = (d: number, add: boolean): RegionPage | undefined => {
+      for (const p of pages) if (p.delta === d) return p;
+      if (!crossPages || pages.length >= MAX_REGION_PAGES) return undefined;
+      const v = vpn0 + d;
+      if (v < 0 || v > 0xfffff || mmu.tagX[v & tlbMask] !== v) return undefined;
+      const pg = mmu.gpnOf[v & tlbMask];
+      const m = dc.peekMap(pg, code32);
+      if (m === undefined || m === dc.uncached) return undefined;
+      const p = { delta: d, map: m, hostOff: mmu.off[v & tlbMask], gpn: pg };
+      if (add) pages.push(p);
+      return p;
+    };
     // The region: block b, then blocks reachable by direct branches and fall-through, breadth first.
     const offs: number[] = [off0];
     const ids: number[] = [b];
@@ -888,11 +958,14 @@ export class BlockCompiler implements DecodeCacheListener {
     for (let q = 0; q < offs.length; q++) {
       const succ = successors(rec, dc.bStart[ids[q]], dc.bCount[ids[q]], offs[q], dc.bBytes[ids[q]]);
       for (const so of succ) {
-        if (so < 0 || so > 0xfff || seen.has(so)) continue;
+        if (seen.has(so)) continue;
         seen.add(so);
-        const id = map[so];
+        const page = pageAt(so >> 12, false);
+        if (page === undefined) continue;
+        const id = page.map[so & 0xfff];
         if (id <= GENERIC_BLOCK || this.hits[id] < minHits) continue;
         if (offs.length >= MAX_REGION_BLOCKS || insns + dc.bCount[id] > MAX_REGION_INSNS) continue;
+        pageAt(so >> 12, true);
         offs.push(so);
         ids.push(id);
         insns += dc.bCount[id];
@@ -900,7 +973,11 @@ export class BlockCompiler implements DecodeCacheListener {
     }
     let fastSegs = 0;
     for (let i = 0; i < 6; i++) if (this.cpu.segFast[i] === 1) fastSegs |= 1 << i;
-    const g = new RegionGen(rec, code32, fastSegs, this.cpu.stack32);
+    // The span of EIP the region's pages cover, relative to the entry page's start: the prologue checks it against the CS limit once.
+    const deltas = pages.map((p) => p.delta);
+    const spanLo = Math.min(...deltas) * 4096;
+    const spanHi = Math.max(...deltas) * 4096 + 4095;
+    const g = new RegionGen(rec, code32, fastSegs, cpu.stack32, spanLo, spanHi);
     const mask = code32 ? "-1" : "65535";
     let included = 0;
     for (let q = 0; q < ids.length; q++) {
@@ -909,6 +986,9 @@ export class BlockCompiler implements DecodeCacheListener {
       if (q === 0 && (rec[dc.bStart[id]] & 0xff) === D.H_GENERIC) return undefined;
       const mark = g.mark();
       g.emit(`case ${offs[q]}: {`);
+      const pi = pages.findIndex((p) => p.delta === offs[q] >> 12);
+      // A block of another page runs only while that page still translates to what it was decoded from.
+      if (pi > 0) g.emit(`if (TX[x${pi}] !== v${pi} || OFS[x${pi}] !== ${pages[pi].hostOff}) break L;`);
       g.emit(`if (((budget - n) | 0) < ${dc.bCount[id]}) break L;`);
       g.startBlock(offs[q], dc.bStart[id]);
       g.resetFlags();
@@ -922,6 +1002,11 @@ export class BlockCompiler implements DecodeCacheListener {
       included++;
     }
     ids.length = included;
+    const entryIds = ids.filter((_, q) => offs[q] >> 12 === 0);
+    const usedPages = pages.filter((p, i) => i > 0 && offs.some((o) => o >> 12 === p.delta));
+    const pageVars = pages
+      .map((p, i) => (i > 0 && usedPages.includes(p) ? `const v${i} = (lp + ${p.delta}) & 1048575, x${i} = v${i} & ${tlbMask};` : ""))
+      .join(" ");
     const body = g.source();
     const u = g.use;
     const regList = [0, 1, 2, 3, 4, 5, 6, 7].filter((i) => (u.regs >> i) & 1);
@@ -947,10 +1032,11 @@ return function region_${gpnHex}_${off0.toString(16)}(eip, n, budget) {
   const notN = ~n;
   const o0 = (cpu.csBase + eip) & 4095;
   const pb = (eip - o0) | 0;
-  // The whole page must lie inside the CS limit and the EIP range: then every block in it fits and in-page targets need no limit check.
-  if ((pb >>> 0) > (eip >>> 0) || (pb >>> 0) + 4095 > cpu.csLimit || (pb >>> 0) + 4095 > (cpu.ipMask >>> 0)) return notN;
+  // The region's pages must lie inside the CS limit and the EIP range: then every block in them fits and targets in them need no limit check.
+  if ((pb >>> 0) > (eip >>> 0) || (pb >>> 0) + ${spanLo} < 0 || (pb >>> 0) + ${spanHi} > cpu.csLimit || (pb >>> 0) + ${spanHi} > (cpu.ipMask >>> 0)) return notN;
   if (!(${guardOk})) return notN;
   const csLim = cpu.csLimit;
+  ${pageVars === "" ? "" : `const lp = (cpu.csBase + pb) >>> 12; ${pageVars}`}
   ${load}
   let fl = cpu.flags, lz = cpu.lazy, fO = cpu.fOp, fA = cpu.fA, fB = cpu.fB, fR = cpu.fR, fS = cpu.fS, fC = cpu.fC;
   ${segDecl} ${segLoad}
@@ -972,11 +1058,9 @@ ${body}
   return att < 0 ? notCount : n;
 };`.replace(/\/\*SPILL\*\//g, `${store} ${flagsOut}`).replace(/\/\*SPILLX\*\//g, spillExpr).replace(/\/\*FILL\*\//g, `${reload} ${flagsIn} ${segLoad}`).replace(/\/\*GUARD\*\//g, `!(${guardOk})`);
     this.onCompile?.(src);
-    const factory = new Function("cpu", "mmu", "regs", "M8", "M16", "M32", "OFS", "PAR", "cfOf", "condOf", "flagsOf", "imulOverflows", "MAP", "TR", "TW", src) as (...a: unknown[]) => RegionFn;
-    const cpu = this.cpu;
-    const mmu = cpu.mmu;
-    const fn = factory(cpu, mmu, cpu.regs, mmu.bytes, mmu.words16, mmu.words32, mmu.off, PARITY, cfOf, condOf, flagsOf, imulOverflows, map, mmu.tagR, mmu.tagW);
-    return { fn, blocks: ids, chars: src.length };
+    const factory = new Function("cpu", "mmu", "regs", "M8", "M16", "M32", "OFS", "PAR", "cfOf", "condOf", "flagsOf", "imulOverflows", "MAP", "TR", "TW", "TX", src) as (...a: unknown[]) => RegionFn;
+    const fn = factory(cpu, mmu, cpu.regs, mmu.bytes, mmu.words16, mmu.words32, mmu.off, PARITY, cfOf, condOf, flagsOf, imulOverflows, map, mmu.tagR, mmu.tagW, mmu.tagX);
+    return { fn, blocks: entryIds, chars: src.length, foreign: usedPages.map((p) => p.gpn) };
   }
 }
 
@@ -1090,7 +1174,7 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
      */
     const relTransfer = (disp: number, k: number, sizeBits: number): void => {
       const to = off + next + disp;
-      if (mask === "-1" && sizeBits === 2 && to >= 0 && to <= 4095) {
+      if (mask === "-1" && sizeBits === 2 && to >= g.spanLo && to <= g.spanHi) {
         g.emit(`k = ${k}; o = ${to}; continue L;`);
         return;
       }
@@ -1099,7 +1183,7 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
     const transfer = (t: string, k: number, sizeBits: number, afterCheck = ""): void => {
       const tt = g.tmp();
       g.emit(`{ ${tt} = ${t};${sizeBits !== 2 ? ` ${tt} &= 65535;` : ""}`);
-      g.emit(`if (((${tt} - pb) >>> 0) > 4095 && (${tt} >>> 0) > csLim) { ${g.beforeThrow(k - 1)} cpu.raiseGp(0); }`);
+      g.emit(`if (${g.outsideSpan(tt)} && (${tt} >>> 0) > csLim) { ${g.beforeThrow(k - 1)} cpu.raiseGp(0); }`);
       g.emit(`${afterCheck} k = ${k}; o = (${tt} - pb) | 0; continue L; }`);
     };
     /** The interpreter runs this one instruction on the CPU's own state. */
@@ -1282,7 +1366,7 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
         // The target is checked before the return address is pushed (Intel SDM Vol. 2 CALL).
         const t = g.tmp();
         g.emit(`${t} = ((${nextExpr} + ${rec[r + 2]}) | 0)${s !== 2 ? " & 65535" : ""};`);
-        g.emit(`if (((${t} - pb) >>> 0) > 4095 && (${t} >>> 0) > csLim) { ${g.beforeThrow(i)} cpu.raiseGp(0); }`);
+        g.emit(`if (${g.outsideSpan(t)} && (${t} >>> 0) > csLim) { ${g.beforeThrow(i)} cpu.raiseGp(0); }`);
         push(g, s, nextExpr);
         transfer(t, i + 1, 2);
         ended = true;
@@ -1293,7 +1377,7 @@ function compileBlock(g: RegionGen, rec: Int32Array, start: number, count: numbe
         const t = g.tmp();
         const v = id === D.H_CALL_R ? g.reg(s, b) : g.read(s, g.lin(g.seg(r), g.ea(r), 1 << s, false));
         g.emit(`${t} = ${v}${s !== 2 ? " & 65535" : ""};`);
-        g.emit(`if (((${t} - pb) >>> 0) > 4095 && (${t} >>> 0) > csLim) { ${g.beforeThrow(i)} cpu.raiseGp(0); }`);
+        g.emit(`if (${g.outsideSpan(t)} && (${t} >>> 0) > csLim) { ${g.beforeThrow(i)} cpu.raiseGp(0); }`);
         push(g, s, nextExpr);
         transfer(t, i + 1, 2);
         ended = true;
