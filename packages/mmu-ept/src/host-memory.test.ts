@@ -85,4 +85,33 @@ describe("HostMemory", () => {
     expect(host.releasableBytes).toBe(0);
     for (let p = 0; p < total; p += 97) if (p >= dropChunks * CHUNK_PAGES) expect(stamped(host, p), `page ${p}`).toBe(true);
   });
+
+  it("keeps tables after the arena, in the WebAssembly memory, through releases and growth", () => {
+    const host = new HostMemory(3 * CHUNK_PAGES);
+    expect(host.memory?.buffer).toBe(host.buffer);
+    const a = host.allocTable(100);
+    expect(a).toBe(host.arenaBytes);
+    new Uint8Array(host.buffer, a, 100).fill(7);
+    const pages = Array.from({ length: 2 * CHUNK_PAGES }, () => host.allocPage());
+    stamp(host, pages[0]);
+    let moves = 0;
+    host.onRelocate(() => moves++);
+    // More than the space reserved up front: the memory grows, and moves.
+    const b = host.allocTable(3 << 20);
+    expect(b).toBeGreaterThanOrEqual(a + 100);
+    expect(b % 64).toBe(0);
+    expect(moves).toBe(1);
+    expect(host.buffer.byteLength).toBeGreaterThanOrEqual(b + (3 << 20));
+    expect(new Uint8Array(host.buffer, b, 3 << 20).every((v) => v === 0)).toBe(true);
+    new Uint8Array(host.buffer, b, 16).fill(9);
+    expect(stamped(host, pages[0])).toBe(true);
+    // A release keeps both tables.
+    for (const p of pages.slice(CHUNK_PAGES)) host.freePage(p);
+    host.release();
+    expect(moves).toBe(2);
+    expect(new Uint8Array(host.buffer, a, 100).every((v) => v === 7)).toBe(true);
+    expect(new Uint8Array(host.buffer, b, 16).every((v) => v === 9)).toBe(true);
+    expect(host.bytes.byteLength).toBe(host.arenaBytes);
+    expect(() => host.allocTable(-1)).toThrow(expect.objectContaining({ code: "HOST_TABLE" }));
+  });
 });

@@ -17,6 +17,21 @@ export class HostMemoryError extends TypevisorError {}
 /** Most host pages one {@link HostMemory} holds: its byte offsets must stay int32 on the hot path (2 GiB). */
 export const MAX_HOST_PAGES = (2 ** 31 - CHUNK_SIZE) / PAGE_SIZE;
 
+/** A WebAssembly memory, as far as the host memory uses one (TypeScript's ES libraries do not declare the WebAssembly API). */
+export interface WasmMemory {
+  readonly buffer: ArrayBuffer;
+}
+
+/** The WebAssembly memory constructor, where the platform has WebAssembly. */
+const WasmMemoryCtor = (globalThis as { WebAssembly?: { Memory: new (d: { initial: number; maximum?: number }) => WasmMemory } }).WebAssembly?.Memory;
+
+/** Size of a WebAssembly memory page. */
+const WASM_PAGE = 65536;
+/** Table space reserved after the arena up front (grown when more is asked for): room for two vCPUs' TLBs and state. */
+const TABLE_RESERVE = 1 << 20;
+/** Alignment of each table. */
+const TABLE_ALIGN = 64;
+
 /** Dropped chunks whose memory the host still holds, at least this many bytes, before {@link HostMemory.release} runs by itself. */
 const RELEASE_MIN_BYTES = 16 << 20;
 
@@ -26,8 +41,8 @@ const PAGE_USED = 1;
 const PAGE_DIRTY = 2;
 
 /**
- * The host side of guest RAM: a pool of host pages in one ArrayBuffer, the
- * arena, sized for `maxPages` pages up front. The operating system commits
+ * The host side of guest RAM: a pool of host pages in one buffer (a
+ * WebAssembly memory's), the arena, sized for `maxPages` pages up front. The operating system commits
  * the arena's memory only when a page is first written, so guest RAM still
  * costs the host only what the guest touched.
  *
@@ -47,6 +62,14 @@ const PAGE_DIRTY = 2;
  * {@link HostMemory.onRelocate} to pick up the new one.
  */
 export class HostMemory {
+  /**
+   * The WebAssembly memory that holds the arena and, after it, the tables
+   * ({@link HostMemory.allocTable}): compiled guest code imports it, so its
+   * accesses to guest RAM and to those tables are plain memory operations.
+   * Undefined where WebAssembly is missing (the arena is then an ArrayBuffer).
+   * Replaced by {@link HostMemory.release} and when the tables grow.
+   */
+  memory: WasmMemory | undefined;
   /** Byte view of the arena: host page `hpn` is bytes `hpn * 4096` to `hpn * 4096 + 4095`. Replaced by {@link HostMemory.release}. */
   bytes: Uint8Array;
   /** Uint16 view of the arena (aligned 16-bit accesses). Replaced by {@link HostMemory.release}. */
@@ -63,6 +86,9 @@ export class HostMemory {
   private bump = 0; // next never-used page when the free list is empty
   private pagesInUse = 0;
   private droppedResident = 0; // dropped chunks whose memory the arena still holds
+  /** Bytes of the arena proper (host pages); the tables follow it. */
+  readonly arenaBytes: number;
+  private tableTop: number; // next free table byte
 
   /** @param maxPages - upper bound on pages in use at once (guest RAM plus EPT tables), so a hostile guest cannot grow the host without limit */
   constructor(readonly maxPages: number) {
@@ -72,10 +98,47 @@ export class HostMemory {
     this.used = new Int32Array(chunks);
     this.resident = new Uint8Array(chunks);
     this.pageState = new Uint8Array(chunks * CHUNK_PAGES);
-    const arena = new ArrayBuffer(chunks * CHUNK_SIZE);
-    this.bytes = new Uint8Array(arena);
-    this.words16 = new Uint16Array(arena);
-    this.words32 = new Int32Array(arena);
+    this.arenaBytes = chunks * CHUNK_SIZE;
+    this.tableTop = this.arenaBytes;
+    const arena = this.newArena(this.arenaBytes + TABLE_RESERVE);
+    this.bytes = new Uint8Array(arena, 0, this.arenaBytes);
+    this.words16 = new Uint16Array(arena, 0, this.arenaBytes >> 1);
+    this.words32 = new Int32Array(arena, 0, this.arenaBytes >> 2);
+  }
+
+  /** A zeroed buffer of `bytes` (a multiple of 64 KiB): a new WebAssembly memory's, where there is WebAssembly. */
+  private newArena(bytes: number): ArrayBuffer {
+    if (WasmMemoryCtor === undefined) {
+      this.memory = undefined;
+      return new ArrayBuffer(bytes);
+    }
+    this.memory = new WasmMemoryCtor({ initial: bytes / WASM_PAGE, maximum: 65536 });
+    return this.memory.buffer;
+  }
+
+  /** The buffer holding the arena and the tables. */
+  get buffer(): ArrayBuffer {
+    return this.bytes.buffer as ArrayBuffer;
+  }
+
+  /**
+   * Reserves `bytes` of zeroed table space after the arena, in the same
+   * memory (a vCPU's TLB and state, which compiled code reads), and returns
+   * its byte offset in {@link HostMemory.buffer}. Tables live as long as
+   * the memory; views of them go stale with the arena's (re-create them in
+   * an {@link HostMemory.onRelocate} listener). Growing the space relocates.
+   */
+  allocTable(bytes: number): number {
+    if (!Number.isSafeInteger(bytes) || bytes < 0) throw new HostMemoryError("HOST_TABLE", `table size ${bytes} is not a byte count`);
+    const at = this.tableTop;
+    const end = at + Math.ceil(bytes / TABLE_ALIGN) * TABLE_ALIGN;
+    const size = this.buffer.byteLength;
+    if (end > size) {
+      const grown = Math.ceil((end - size + TABLE_RESERVE) / WASM_PAGE) * WASM_PAGE;
+      this.moveTo(size + grown);
+    }
+    this.tableTop = end;
+    return at;
   }
 
   /** Host pages currently allocated. */
@@ -140,8 +203,17 @@ export class HostMemory {
   release(): number {
     const released = this.releasableBytes;
     if (released === 0) return 0;
-    const old = this.bytes;
-    const arena = new ArrayBuffer(old.byteLength);
+    this.moveTo(this.buffer.byteLength);
+    return released;
+  }
+
+  /**
+   * Copies the chunks in use and the tables into a new buffer of `size`
+   * bytes (dropped chunks stay behind, zero), and tells the listeners.
+   */
+  private moveTo(size: number): void {
+    const old = new Uint8Array(this.buffer);
+    const arena = this.newArena(size);
     const bytes = new Uint8Array(arena);
     for (let c = 0; c < this.used.length; c++) {
       if (this.used[c] > 0) bytes.set(old.subarray(c * CHUNK_SIZE, (c + 1) * CHUNK_SIZE), c * CHUNK_SIZE);
@@ -151,11 +223,11 @@ export class HostMemory {
       }
     }
     this.droppedResident = 0;
-    this.bytes = bytes;
-    this.words16 = new Uint16Array(arena);
-    this.words32 = new Int32Array(arena);
+    bytes.set(old.subarray(this.arenaBytes, this.tableTop), this.arenaBytes);
+    this.bytes = new Uint8Array(arena, 0, this.arenaBytes);
+    this.words16 = new Uint16Array(arena, 0, this.arenaBytes >> 1);
+    this.words32 = new Int32Array(arena, 0, this.arenaBytes >> 2);
     for (const l of this.relocateListeners) l();
-    return released;
   }
 
   /** Registers a callback run after {@link HostMemory.release} replaced the arena: re-read {@link HostMemory.bytes} and the other views. */

@@ -6,7 +6,7 @@
  *
  * @packageDocumentation
  */
-export { HostMemory, HostMemoryError, PAGE_SIZE, PAGE_SHIFT, CHUNK_PAGES, CHUNK_PAGES_SHIFT, CHUNK_SIZE, MAX_HOST_PAGES } from "./host-memory.js";
+export { HostMemory, HostMemoryError, type WasmMemory, PAGE_SIZE, PAGE_SHIFT, CHUNK_PAGES, CHUNK_PAGES_SHIFT, CHUNK_SIZE, MAX_HOST_PAGES } from "./host-memory.js";
 export { Ept, EptError, EPT_READ, EPT_WRITE, EPT_EXEC, EPT_RWX, EPT_ACCESSED, EPT_DIRTY, EPT_MAX_GPN } from "./ept.js";
 export { PhysicalMemory, MemoryLayoutError, NOT_RAM, type EptViolationHandler, type PhysicalMemoryOptions } from "./physical-memory.js";
 export {
@@ -15,6 +15,7 @@ export {
   PageFaultSignal,
   PAGE_FAULT,
   TLB_SIZE,
+  TLB_TABLE_LAYOUT,
   ACCESS_READ,
   ACCESS_WRITE,
   ACCESS_EXEC,

@@ -42,6 +42,23 @@ export const TLB_SIZE = 1 << 14;
 const TLB_MASK = TLB_SIZE - 1;
 
 /**
+ * The arrays of a TLB's table, in order, each {@link TLB_SIZE} int32 long:
+ * read, write and execute tags for supervisor and user accesses, then each
+ * entry's host byte offset. Compiled guest code addresses them from
+ * {@link Mmu.tlbTable}.
+ */
+export const TLB_TABLE_LAYOUT = {
+  readSupervisor: 0,
+  readUser: 1,
+  writeSupervisor: 2,
+  writeUser: 3,
+  execSupervisor: 4,
+  execUser: 5,
+  hostOffset: 6,
+} as const;
+const TLB_TABLE_BYTES = 7 * TLB_SIZE * 4;
+
+/**
  * Thrown (one preallocated instance) when a linear access page-faults. The
  * CPU catches it, reads {@link Mmu.faultAddress} and {@link Mmu.faultCode},
  * and delivers #PF. No allocation on the fault path.
@@ -93,13 +110,17 @@ export class Mmu {
   /** Error code of the last page fault. */
   faultCode = 0;
 
-  // TLB: tags per access kind and privilege; -1 is never a page number.
-  private readonly tagRS = new Int32Array(TLB_SIZE).fill(-1);
-  private readonly tagRU = new Int32Array(TLB_SIZE).fill(-1);
-  private readonly tagWS = new Int32Array(TLB_SIZE).fill(-1);
-  private readonly tagWU = new Int32Array(TLB_SIZE).fill(-1);
-  private readonly tagXS = new Int32Array(TLB_SIZE).fill(-1);
-  private readonly tagXU = new Int32Array(TLB_SIZE).fill(-1);
+  // TLB: tags per access kind and privilege; -1 is never a page number. The
+  // arrays are views of one table in the host memory (TLB_TABLE_LAYOUT), so
+  // compiled guest code reads them where they are.
+  private tagRS: Int32Array;
+  private tagRU: Int32Array;
+  private tagWS: Int32Array;
+  private tagWU: Int32Array;
+  private tagXS: Int32Array;
+  private tagXU: Int32Array;
+  /** Byte offset of this TLB's table in the host memory's buffer (see {@link TLB_TABLE_LAYOUT}). */
+  readonly tlbTable: number;
   /** Page of the last instruction fetch (a one-entry cache in front of the execute tags), or -1. */
   fetchVpn = -1;
   /** The host arena's bytes, for {@link Mmu.fetchVpn} (kept for the CPU's fetch window). */
@@ -117,11 +138,11 @@ export class Mmu {
    */
   fetchWindow: FetchWindow | undefined;
   /** Current read tags (supervisor or user set). */
-  tagR = this.tagRS;
+  tagR: Int32Array;
   /** Current write tags. */
-  tagW = this.tagWS;
+  tagW: Int32Array;
   /** Current execute tags. */
-  tagX = this.tagXS;
+  tagX: Int32Array;
   /** The host arena's byte view (`HostMemory.bytes`); every entry's page is at {@link Mmu.off}. */
   bytes: Uint8Array;
   /** The host arena's uint16 view (aligned 16-bit accesses). */
@@ -129,7 +150,7 @@ export class Mmu {
   /** The host arena's int32 view (aligned 32-bit accesses). */
   words32: Int32Array;
   /** Byte offset of each entry's host page in the arena (`hpn * 4096`, below 2^31). */
-  readonly off = new Int32Array(TLB_SIZE);
+  off: Int32Array;
   /** Guest page number behind each entry (for code-page bookkeeping). */
   readonly gpnOf = new Float64Array(TLB_SIZE);
   private readonly flags = new Uint8Array(TLB_SIZE); // 1 = global, 2 = from a large page
@@ -152,12 +173,31 @@ export class Mmu {
     this.bytes = this.fetchMem = host.bytes;
     this.words16 = host.words16;
     this.words32 = host.words32;
+    this.tlbTable = host.allocTable(TLB_TABLE_BYTES);
+    const view = (k: number): Int32Array => new Int32Array(host.buffer, this.tlbTable + k * TLB_SIZE * 4, TLB_SIZE);
+    this.tagRS = view(TLB_TABLE_LAYOUT.readSupervisor).fill(-1);
+    this.tagRU = view(TLB_TABLE_LAYOUT.readUser).fill(-1);
+    this.tagWS = view(TLB_TABLE_LAYOUT.writeSupervisor).fill(-1);
+    this.tagWU = view(TLB_TABLE_LAYOUT.writeUser).fill(-1);
+    this.tagXS = view(TLB_TABLE_LAYOUT.execSupervisor).fill(-1);
+    this.tagXU = view(TLB_TABLE_LAYOUT.execUser).fill(-1);
+    this.off = view(TLB_TABLE_LAYOUT.hostOffset);
+    this.tagR = this.tagRS;
+    this.tagW = this.tagWS;
+    this.tagX = this.tagXS;
     host.onRelocate(() => {
-      // Host page numbers stay the same, so the TLB stays valid: only the views change.
+      // Host page numbers stay the same and the table moved with the arena, so the TLB stays valid: only the views change.
       this.bytes = this.fetchMem = host.bytes;
       this.words16 = host.words16;
       this.words32 = host.words32;
-      this.dropFetchPage();
+      this.tagRS = view(TLB_TABLE_LAYOUT.readSupervisor);
+      this.tagRU = view(TLB_TABLE_LAYOUT.readUser);
+      this.tagWS = view(TLB_TABLE_LAYOUT.writeSupervisor);
+      this.tagWU = view(TLB_TABLE_LAYOUT.writeUser);
+      this.tagXS = view(TLB_TABLE_LAYOUT.execSupervisor);
+      this.tagXU = view(TLB_TABLE_LAYOUT.execUser);
+      this.off = view(TLB_TABLE_LAYOUT.hostOffset);
+      this.setUser(this.user);
     });
     memory.ept.onInvalidate(() => this.flushAll());
     memory.onWriteProtect(() => this.flushWrites());
