@@ -1106,16 +1106,18 @@ export function runCompiled(cpu: Cpu, n: number, budget: number): number {
     cpu.blockN = n;
     const b = blockAt(cpu, eip, bBytes);
     dispatches++;
+    const st = states[b];
     let m = ~n;
-    if (states[b] === 1 && bCount[b] <= ((budget - n) | 0)) m = fns[b]!(eip, n, budget);
+    if (st === 1 && bCount[b] <= ((budget - n) | 0)) m = fns[b]!(eip, n, budget);
     if (m >= 0) {
       compiled = (compiled + m - n) | 0;
       n = m;
     } else {
-      // The region stopped before an instruction only the interpreter runs (RegionFn).
+      // The region stopped before an instruction only the interpreter runs (RegionFn), or
+      // the block has no code yet: runBlocks counts it (and may compile it, then returns at once).
       compiled = (compiled + ~m - n) | 0;
       interpreted++;
-      n = runBlocks(cpu, ~m, budget, true);
+      n = runBlocks(cpu, ~m, budget, st === 1);
     }
     if (cpu.attention !== 0 || n >= budget) {
       const counts = jit.counts;
