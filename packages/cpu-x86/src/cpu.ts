@@ -2,7 +2,7 @@ import type { AccessSize, LegacyInterruptController } from "@typevisor/hv-core";
 import { Mmu, PAGE_FAULT, TLB_SIZE, type PhysicalMemory } from "@typevisor/mmu-ept";
 import * as C from "./constants.js";
 import { DecodeCache, GENERIC_BLOCK, MAX_BLOCK_RECORDS, MAX_BLOCKS, REC_STRIDE } from "./decode-cache.js";
-import { BlockCompiler, type JitOptions } from "./jit.js";
+import { BlockCompiler, blockCompilerAvailable, type JitOptions } from "./jit.js";
 import { ENDS_BLOCK, H_GENERIC, decodeInstruction, fuseCompareBranch, isFused } from "./decoder.js";
 import type { CpuExtension } from "./extensions.js";
 import { exec0F } from "./ops-0f.js";
@@ -352,7 +352,7 @@ export class Cpu {
     this.index = options.index ?? 0;
     this.onTripleFault = options.onTripleFault ?? "shutdown";
     const jit = options.jit ?? jitFromEnvironment();
-    if (jit !== false) {
+    if (jit !== false && blockCompilerAvailable(this)) {
       this.jit = new BlockCompiler(this, MAX_BLOCKS, jit);
       this.decoded.listener = this.jit;
     }
