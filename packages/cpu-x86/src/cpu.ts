@@ -3,6 +3,7 @@ import { Mmu, PAGE_FAULT, TLB_SIZE, type PhysicalMemory } from "@typevisor/mmu-e
 import * as C from "./constants.js";
 import { DecodeCache, GENERIC_BLOCK, MAX_BLOCK_RECORDS, MAX_BLOCKS, REC_STRIDE } from "./decode-cache.js";
 import { BlockCompiler, blockCompilerAvailable, type JitOptions } from "./jit.js";
+import { S_CS_BASE, S_CS_LIMIT, S_SEG_BASE, S_SEG_FAST, S_SLOTS, S_STACK32 } from "./state-block.js";
 import { ENDS_BLOCK, H_GENERIC, decodeInstruction, fuseCompareBranch, isFused } from "./decoder.js";
 import type { CpuExtension } from "./extensions.js";
 import { exec0F } from "./ops-0f.js";
@@ -139,14 +140,18 @@ export class Cpu {
   // Segment registers ES CS SS DS FS GS: visible selector and hidden cache.
   /** Selectors. */
   readonly segSel = new Int32Array(6);
-  /** Bases. */
-  readonly segBase = new Int32Array(6);
+  /** Bases (a view of the state block, where compiled code reads them; re-created when the host memory moves). */
+  segBase: Int32Array;
   /** Limits (byte granular, as uint32 stored in int32). */
   readonly segLimit = new Int32Array(6);
   /** Attributes: descriptor bits 40..47 in bits 0..7, bits 52..55 (AVL, L, D/B, G) in bits 12..15; bit 16 = unusable (null). */
   readonly segAttr = new Int32Array(6);
-  /** 1 when accesses through the segment need no checks (flat, readable, writable). */
-  readonly segFast = new Uint8Array(6);
+  /** 1 when accesses through the segment need no checks (flat, readable, writable); a view of the state block, like {@link Cpu.segBase}. */
+  segFast: Uint8Array;
+  /** @internal the state block (state-block.ts), in the host memory; re-created when the host memory moves. */
+  state: Int32Array;
+  /** @internal byte offset of the state block in the host memory. */
+  readonly stateOffset: number;
   /** CS base (cached for instruction fetch). */
   csBase = 0;
   /** CS limit as an unsigned number (cached for instruction fetch). */
@@ -351,6 +356,11 @@ export class Cpu {
   ) {
     this.index = options.index ?? 0;
     this.onTripleFault = options.onTripleFault ?? "shutdown";
+    // The state block first: the segment caches live in it.
+    this.stateOffset = memory.host.allocTable(S_SLOTS * 4);
+    this.state = new Int32Array(memory.host.buffer, this.stateOffset, S_SLOTS);
+    this.segBase = new Int32Array(memory.host.buffer, this.stateOffset + S_SEG_BASE * 4, 6);
+    this.segFast = new Uint8Array(memory.host.buffer, this.stateOffset + S_SEG_FAST * 4, 6);
     const jit = options.jit ?? jitFromEnvironment();
     if (jit !== false && blockCompilerAvailable(this)) {
       this.jit = new BlockCompiler(this, MAX_BLOCKS, jit);
@@ -369,8 +379,12 @@ export class Cpu {
         this.attention = 1;
       }
     });
-    // Compiled regions hold the host arena's views: a new arena needs new code.
+    // Compiled regions hold the host arena's views: a new arena needs new code. The state block moved with it.
     memory.host.onRelocate(() => {
+      const buffer = memory.host.buffer;
+      this.state = new Int32Array(buffer, this.stateOffset, S_SLOTS);
+      this.segBase = new Int32Array(buffer, this.stateOffset + S_SEG_BASE * 4, 6);
+      this.segFast = new Uint8Array(buffer, this.stateOffset + S_SEG_FAST * 4, 6);
       this.jit?.droppedAll();
       this.attention = 1;
     });
@@ -454,7 +468,13 @@ export class Cpu {
     if (seg === C.CS) {
       this.code32 = (attr & 0x4000) !== 0;
       this.updateCsCache();
-    } else if (seg === C.SS) this.stack32 = (attr & 0x4000) !== 0;
+    } else if (seg === C.SS) this.setStack32((attr & 0x4000) !== 0);
+  }
+
+  /** Sets SS.B (and its copy in the state block). */
+  private setStack32(big: boolean): void {
+    this.stack32 = big;
+    this.state[S_STACK32] = big ? 1 : 0;
   }
 
   /** @internal refreshes the fetch-path copies of CS. */
@@ -463,6 +483,8 @@ export class Cpu {
     this.csLimit = this.segLimit[C.CS] >>> 0;
     this.csLimitBits = this.segLimit[C.CS];
     this.ipMask = this.code32 ? -1 : 0xffff;
+    this.state[S_CS_BASE] = this.csBase;
+    this.state[S_CS_LIMIT] = this.csLimitBits;
     this.winGen = -1;
     this.winLen = -1;
     this.prefixed = true; // operand/address size defaults follow CS.D from the next instruction on
@@ -496,7 +518,7 @@ export class Cpu {
     } else {
       this.segAttr[seg] &= ~0x10000;
     }
-    if (seg === C.SS) this.stack32 = (this.segAttr[seg] & 0x4000) !== 0;
+    if (seg === C.SS) this.setStack32((this.segAttr[seg] & 0x4000) !== 0);
     this.updateSegFast(seg);
     if (seg === C.CS) this.updateCsCache();
   }

@@ -1,5 +1,5 @@
 // The block compiler: hot decoded blocks (decoder.ts records) become
-// WebAssembly functions (jit-wasm.ts generates them), specialised on each
+// WebAssembly functions (region-codegen.ts generates them), specialised on each
 // record's operands. It sits on top of the decoded-block interpreter
 // (record-ops.ts) and agrees with it instruction by instruction. This file
 // chooses what a compiled function covers and keeps the table of them.
@@ -18,10 +18,10 @@
 //   another page starts with a check that its linear page still translates,
 //   for execution, to the host page it was decoded from (its execute TLB
 //   entry); a write to any of the region's pages drops the region.
-// - A region is specialised on what held when it was compiled, which its
-//   wrapper checks on entry and after every instruction the interpreter runs
-//   for it: flat segments, the stack size, and the MMU's TLB tag set
-//   (supervisor or user pages), whose table the code reads.
+// - A region is specialised on what held when it was compiled, which it
+//   checks on entry and after every instruction the interpreter runs for
+//   it: its pages lie inside the CS limit, flat segments, the stack size.
+//   It reads the TLB tags of whichever privilege is current.
 // - Compiled code belongs to block ids, so it is dropped exactly when the
 //   decoded blocks are (a write to a page, a full flush, an EPT change, a
 //   move of the host memory); the table is bounded in regions and in code.
@@ -29,8 +29,9 @@ import type { Cpu } from "./cpu.js";
 import { GENERIC_BLOCK, type DecodeCacheListener } from "./decode-cache.js";
 import * as D from "./decoder.js";
 import { successors } from "./region-blocks.js";
-import { S_SLOTS, WASM_REGIONS, buildWasmRegion, instantiateWasmRegion, type WasmRegionPlan } from "./jit-wasm.js";
-import { TLB_SIZE, TLB_TABLE_LAYOUT } from "@typevisor/mmu-ept";
+import { buildRegionModule, type RegionPlan } from "./region-codegen.js";
+import { RegionExits, WASM_REGIONS } from "./region-exits.js";
+import { TLB_CURRENT_TAGS, TLB_SIZE, TLB_TABLE_LAYOUT } from "@typevisor/mmu-ept";
 
 /** Options of the block compiler (`x86Cpu({ jit })`, `new Cpu(..., { jit })`). */
 export interface JitOptions {
@@ -108,12 +109,10 @@ interface Compiled {
 
 /** What {@link BlockCompiler.onCompile} is given for each region. */
 export interface CompiledRegion {
-  /** The wrapper's name: region_<guest page>_<offset of the entry block>. */
+  /** region_<guest page>_<offset of the entry block>. */
   name: string;
   /** The WebAssembly module. */
   wasm: Uint8Array;
-  /** The JavaScript glue around it (entry checks, state copies, calls out). */
-  glue: string;
 }
 
 /**
@@ -159,8 +158,8 @@ export class BlockCompiler implements DecodeCacheListener {
   private liveBytes = 0;
   /** Compiled code per page key (gpn * 2 + code32): the regions holding its blocks, so a page's code can be dropped. */
   private readonly byPage = new Map<number, PageCode>();
-  /** Byte offset of this vCPU's state block in the host memory (jit-wasm.ts S_* slots). */
-  private stateBlock = -1;
+  /** How regions call out (made with the first region). */
+  private exits: RegionExits | undefined;
 
   constructor(
     private readonly cpu: Cpu,
@@ -332,9 +331,10 @@ export class BlockCompiler implements DecodeCacheListener {
     }
     let fastSegs = 0;
     for (let i = 0; i < 6; i++) if (cpu.segFast[i] === 1) fastSegs |= 1 << i;
-    // The span of EIP the region's pages cover, relative to the entry page's start: the wrapper checks it against the CS limit once.
+    // The span of EIP the region's pages cover, relative to the entry page's start: the region checks it against the CS limit on entry.
     const deltas = pages.map((p) => p.delta);
-    const plan: WasmRegionPlan = {
+    const plan: RegionPlan = {
+      id: b,
       rec,
       offs,
       ids,
@@ -349,36 +349,17 @@ export class BlockCompiler implements DecodeCacheListener {
       fastSegs,
       stack32: cpu.stack32,
     };
-    const host = cpu.memory.host;
-    if (this.stateBlock < 0) this.stateBlock = host.allocTable(S_SLOTS * 4);
-    // The TLB arrays of the current privilege (the wrapper checks it is still the same).
-    const set = mmu.isUser ? 1 : 0;
-    const entry = TLB_SIZE * 4;
     const tables = {
-      tagR: mmu.tlbTable + (TLB_TABLE_LAYOUT.readSupervisor + set) * entry,
-      tagW: mmu.tlbTable + (TLB_TABLE_LAYOUT.writeSupervisor + set) * entry,
-      tagX: mmu.tlbTable + (TLB_TABLE_LAYOUT.execSupervisor + set) * entry,
-      off: mmu.tlbTable + TLB_TABLE_LAYOUT.hostOffset * entry,
-      state: this.stateBlock,
+      currentTags: mmu.tlbTable + TLB_CURRENT_TAGS,
+      off: mmu.tlbTable + TLB_TABLE_LAYOUT.hostOffset * TLB_SIZE * 4,
+      state: cpu.stateOffset,
     };
-    const buffer = host.buffer;
-    const module = buildWasmRegion(plan, tables, buffer.byteLength >>> 16);
-    // The function's name says where its code comes from (profiles show it).
-    const name = `region_${gpn.toString(16)}_${off0.toString(16)}`;
-    const { fn, glue } = instantiateWasmRegion(cpu, {
-      module,
-      memory: host.memory!,
-      buffer,
-      state: this.stateBlock,
-      map,
-      tagR: mmu.tagR,
-      stack32: plan.stack32,
-      code32,
-      spanLo: plan.spanLo,
-      spanHi: plan.spanHi,
-      name,
-    });
-    this.onCompile?.({ name, wasm: module.bytes, glue });
+    const module = buildRegionModule(plan, tables, cpu.memory.host.buffer.byteLength >>> 16);
+    this.exits ??= new RegionExits(cpu, this.fns.length - 1);
+    const fn = this.exits.instantiate(module.bytes);
+    this.exits.maps[b] = map;
+    // The region's name says where its code comes from.
+    this.onCompile?.({ name: `region_${gpn.toString(16)}_${off0.toString(16)}`, wasm: module.bytes });
     const used = new Set(plan.pageOf);
     return {
       fn,

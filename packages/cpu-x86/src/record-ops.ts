@@ -5,6 +5,7 @@
 import type { Cpu } from "./cpu.js";
 import { GENERIC_BLOCK, REC_STRIDE } from "./decode-cache.js";
 import * as D from "./decoder.js";
+import { S_EIP, fromStateBlock, toStateBlock } from "./state-block.js";
 
 /** Byte offset of each 8-bit register (AL CL DL BL AH CH DH BH) in the register file. */
 const REG8 = new Int32Array([0, 4, 8, 12, 1, 5, 9, 13]);
@@ -1084,8 +1085,12 @@ export function runBlocks(cpu: Cpu, n: number, budget: number, interpretFirst = 
 /**
  * The run loop with the block compiler: calls the compiled region of the
  * block at EIP when there is one and the slice budget holds the block, and
- * lets runBlocks interpret (and count, and compile) everything else. Kept
- * small so V8 optimizes it early and the call to the regions stays cheap.
+ * lets runBlocks interpret (and count, and compile) everything else. While
+ * it goes from region to region, the registers and flags stay in the
+ * vCPU's state block, where the regions read and write them; they come back
+ * to the CPU before anything else may look at them (the interpreter, a
+ * block lookup that may fault, the return). A region's calls out copy them
+ * back themselves before anything can throw.
  * @returns the instructions retired in the slice
  */
 export function runCompiled(cpu: Cpu, n: number, budget: number): number {
@@ -1095,6 +1100,9 @@ export function runCompiled(cpu: Cpu, n: number, budget: number): number {
   const states = jit.states;
   const bCount = cpu.decoded.bCount;
   const bBytes = cpu.decoded.bBytes;
+  // The state block of the memory the regions run on (a new one after the host memory moved: regions are dropped then).
+  const S = cpu.state;
+  let inState = false;
   // Statistics stay in locals while the loop runs (stores to the compiler's
   // fields on every dispatch showed up in profiles).
   let dispatches = 0;
@@ -1104,22 +1112,49 @@ export function runCompiled(cpu: Cpu, n: number, budget: number): number {
     const eip = cpu.eip;
     cpu.blockEip = eip;
     cpu.blockN = n;
-    const b = blockAt(cpu, eip, bBytes);
+    // The block at EIP: from the fetch window's page map (blockAt), else through a lookup that may fault.
+    let b = 0;
+    const d = (eip - cpu.winStart) | 0;
+    const winLen = cpu.winLen;
+    if (d >= 0 && d <= winLen) {
+      b = cpu.curMap[(cpu.csBase + eip) & 0xfff];
+      if (b !== 0 && ((d + bBytes[b]) | 0) > ((winLen + 1) | 0)) b = 0;
+    }
+    if (b === 0) {
+      if (inState) {
+        fromStateBlock(cpu, S);
+        inState = false;
+      }
+      b = cpu.lookupBlock();
+    }
     dispatches++;
     const st = states[b];
     let m = ~n;
-    if (st === 1 && bCount[b] <= ((budget - n) | 0)) m = fns[b]!(eip, n, budget);
+    if (st === 1 && bCount[b] <= ((budget - n) | 0)) {
+      if (!inState) {
+        toStateBlock(cpu, S);
+        inState = true;
+      }
+      m = fns[b]!(eip, n, budget);
+      cpu.eip = S[S_EIP];
+    }
     if (m >= 0) {
       compiled = (compiled + m - n) | 0;
       n = m;
     } else {
       // The region stopped before an instruction only the interpreter runs (RegionFn), or
       // the block has no code yet: runBlocks counts it (and may compile it, then returns at once).
+      if (inState) {
+        fromStateBlock(cpu, S);
+        inState = false;
+      }
       compiled = (compiled + ~m - n) | 0;
       interpreted++;
       n = runBlocks(cpu, ~m, budget, st === 1);
     }
     if (cpu.attention !== 0 || n >= budget) {
+      if (inState) fromStateBlock(cpu, S);
+      cpu.sliceCount = n;
       const counts = jit.counts;
       counts[0] += dispatches;
       counts[1] += interpreted;

@@ -1,8 +1,9 @@
 // A minimal WebAssembly binary writer (WebAssembly Core Specification 1.0,
 // chapter 5, "Binary Format"): the sections a compiled region needs (types,
-// imported functions and memory, functions, exports, code) and a function
-// body writer whose structured control flow tracks its nesting, so branches
-// name their target block rather than a depth counted by hand.
+// imports, functions, exports, code) and a function body writer whose
+// structured control flow tracks its nesting, so branches name their target
+// block rather than a depth counted by hand. Bytes go into growable typed
+// arrays: the block compiler writes megabytes of code while Linux boots.
 
 /** Value type i32 (spec §5.3.1). */
 export const I32 = 0x7f;
@@ -22,6 +23,7 @@ export const OP = {
   brTable: 0x0e,
   return: 0x0f,
   call: 0x10,
+  callIndirect: 0x11,
   drop: 0x1a,
   select: 0x1b,
   localGet: 0x20,
@@ -34,6 +36,7 @@ export const OP = {
   i32Store8: 0x3a,
   i32Store16: 0x3b,
   i32Const: 0x41,
+  i64Const: 0x42,
   i32Eqz: 0x45,
   i32Eq: 0x46,
   i32Ne: 0x47,
@@ -46,6 +49,7 @@ export const OP = {
   i32GeS: 0x4e,
   i32GeU: 0x4f,
   i64Ne: 0x52,
+  i64GtU: 0x56,
   i32Popcnt: 0x69,
   i32Add: 0x6a,
   i32Sub: 0x6b,
@@ -58,8 +62,10 @@ export const OP = {
   i32ShrU: 0x76,
   i32Rotl: 0x77,
   i32Rotr: 0x78,
+  i64Add: 0x7c,
   i64Mul: 0x7e,
   i64ExtendI32S: 0xac,
+  i64ExtendI32U: 0xad,
 } as const;
 
 /** Unsigned LEB128 (spec §5.2.2). */
@@ -90,26 +96,74 @@ export function sleb(v: number): number[] {
   }
 }
 
-/** Appends `src` to `dst` (spreading a large array into push overflows the stack). */
-export function append(dst: number[], src: readonly number[]): void {
-  for (let i = 0; i < src.length; i++) dst.push(src[i]);
+/** Code as nested fragments: numbers are bytes, arrays hold fragments in order. */
+export type Code = number | readonly Code[];
+
+/** A growable byte buffer. */
+export class ByteWriter {
+  private buf = new Uint8Array(256);
+  /** Bytes written. */
+  length = 0;
+
+  private room(n: number): void {
+    if (this.length + n <= this.buf.length) return;
+    const b = new Uint8Array(Math.max(this.buf.length * 2, this.length + n));
+    b.set(this.buf.subarray(0, this.length));
+    this.buf = b;
+  }
+
+  /** Appends one byte. */
+  byte(b: number): void {
+    if (this.length === this.buf.length) this.room(1);
+    this.buf[this.length++] = b;
+  }
+
+  /** Appends code fragments, flattened. */
+  code(c: Code): void {
+    if (typeof c === "number") this.byte(c);
+    else for (let i = 0; i < c.length; i++) this.code(c[i]);
+  }
+
+  /** Appends bytes. */
+  bytes(b: Uint8Array | readonly number[]): void {
+    this.room(b.length);
+    if (b instanceof Uint8Array) this.buf.set(b, this.length);
+    else for (let i = 0; i < b.length; i++) this.buf[this.length + i] = b[i];
+    this.length += b.length;
+  }
+
+  /** Appends an unsigned LEB128. */
+  uleb(v: number): void {
+    let x = v >>> 0;
+    do {
+      let b = x & 0x7f;
+      x >>>= 7;
+      if (x !== 0) b |= 0x80;
+      this.byte(b);
+    } while (x !== 0);
+  }
+
+  /** Appends `b` prefixed with its length (a vector of bytes, a section's body). */
+  sized(b: Uint8Array): void {
+    this.uleb(b.length);
+    this.bytes(b);
+  }
+
+  /** A copy of the bytes written. */
+  result(): Uint8Array {
+    return this.buf.slice(0, this.length);
+  }
+
+  /** The bytes written, and the buffer empties. */
+  take(): Uint8Array {
+    const r = this.result();
+    this.length = 0;
+    return r;
+  }
 }
 
-function name(s: string): number[] {
-  const b = Array.from(new TextEncoder().encode(s));
-  return [...uleb(b.length), ...b];
-}
-
-function section(id: number, body: number[]): number[] {
-  const out = [id, ...uleb(body.length)];
-  append(out, body);
-  return out;
-}
-
-function vec(items: number[][]): number[] {
-  const out = uleb(items.length);
-  for (const it of items) append(out, it);
-  return out;
+function name(w: ByteWriter, s: string): void {
+  w.sized(new TextEncoder().encode(s));
 }
 
 /** A structured-control label: the nesting level of its block. */
@@ -119,7 +173,7 @@ export interface Label {
 
 /** Writes one function body: locals, then code, with the nesting of blocks tracked. */
 export class FunctionWriter {
-  readonly code: number[] = [];
+  readonly code = new ByteWriter();
   private readonly locals: number[] = [];
   private depth = 0;
 
@@ -132,27 +186,28 @@ export class FunctionWriter {
     return this.params.length + this.locals.length - 1;
   }
 
-  /** Appends raw code bytes. */
-  emit(bytes: readonly number[]): void {
-    append(this.code, bytes);
+  /** Appends code (nested fragments are flattened). */
+  emit(code: Code): void {
+    this.code.code(code);
   }
 
-  /** Opens a block (`loop` when `isLoop`) with an optional i32 result; returns its label. */
+  /** Opens a block (`loop`, `if`) with an optional i32 result; returns its label. */
   open(kind: "block" | "loop" | "if", result = false): Label {
-    this.code.push(kind === "block" ? OP.block : kind === "loop" ? OP.loop : OP.if, result ? I32 : 0x40);
+    this.code.byte(kind === "block" ? OP.block : kind === "loop" ? OP.loop : OP.if);
+    this.code.byte(result ? I32 : 0x40);
     this.depth++;
     return { level: this.depth };
   }
 
   /** `else` of the innermost `if`. */
   else(): void {
-    this.code.push(OP.else);
+    this.code.byte(OP.else);
   }
 
   /** Closes the innermost block. */
   end(): void {
     if (this.depth === 0) throw new Error("wasm writer: end without a block");
-    this.code.push(OP.end);
+    this.code.byte(OP.end);
     this.depth--;
   }
 
@@ -164,49 +219,55 @@ export class FunctionWriter {
 
   /** `br` to `l`. */
   br(l: Label): void {
-    this.code.push(OP.br, ...uleb(this.rel(l)));
+    this.code.byte(OP.br);
+    this.code.uleb(this.rel(l));
   }
 
   /** `br_if` to `l` (pops the condition). */
   brIf(l: Label): void {
-    this.code.push(OP.brIf, ...uleb(this.rel(l)));
+    this.code.byte(OP.brIf);
+    this.code.uleb(this.rel(l));
   }
 
   /** `br_table` over `targets`, `dflt` otherwise (pops the index). */
   brTable(targets: readonly Label[], dflt: Label): void {
-    this.code.push(OP.brTable, ...uleb(targets.length));
-    for (const t of targets) this.code.push(...uleb(this.rel(t)));
-    this.code.push(...uleb(this.rel(dflt)));
+    this.code.byte(OP.brTable);
+    this.code.uleb(targets.length);
+    for (const t of targets) this.code.uleb(this.rel(t));
+    this.code.uleb(this.rel(dflt));
   }
 
-  /** The body in the code section's format: locals grouped by type, code, `end`. */
-  body(): number[] {
+  /** The body in the code section's format: its size, locals grouped by type, code, `end`. */
+  body(): Uint8Array {
     if (this.depth !== 0) throw new Error("wasm writer: unclosed block");
-    const groups: number[][] = [];
+    const b = new ByteWriter();
+    let groups = 0;
+    for (let i = 0; i < this.locals.length; i++) if (i === 0 || this.locals[i] !== this.locals[i - 1]) groups++;
+    b.uleb(groups);
     for (let i = 0; i < this.locals.length; ) {
       let j = i;
       while (j < this.locals.length && this.locals[j] === this.locals[i]) j++;
-      groups.push([...uleb(j - i), this.locals[i]]);
+      b.uleb(j - i);
+      b.byte(this.locals[i]);
       i = j;
     }
-    const b = vec(groups);
-    append(b, this.code);
-    b.push(OP.end);
-    const out = uleb(b.length);
-    append(out, b);
-    return out;
+    b.bytes(this.code.result());
+    b.byte(OP.end);
+    const out = new ByteWriter();
+    out.sized(b.result());
+    return out.result();
   }
 }
 
-/** Writes a module: function types, imports (functions, then one memory), functions and exports. */
+/** Writes a module: function types, imports (functions, then tables and memories), functions and exports. */
 export class ModuleWriter {
   private readonly types: string[] = [];
   private readonly typeBytes: number[][] = [];
-  private readonly imports: number[][] = [];
+  private readonly imports: ByteWriter[] = [];
   private importedFuncs = 0;
   private readonly funcTypes: number[] = [];
-  private readonly bodies: number[][] = [];
-  private readonly exports: number[][] = [];
+  private readonly bodies: Uint8Array[] = [];
+  private readonly exports: ByteWriter[] = [];
 
   /** The index of the function type (`params`) -> (`results`), added once. */
   type(params: readonly number[], results: readonly number[]): number {
@@ -215,7 +276,7 @@ export class ModuleWriter {
     if (i < 0) {
       i = this.types.length;
       this.types.push(key);
-      this.typeBytes.push([0x60, ...vec(params.map((p) => [p])), ...vec(results.map((r) => [r]))]);
+      this.typeBytes.push([0x60, ...uleb(params.length), ...params, ...uleb(results.length), ...results]);
     }
     return i;
   }
@@ -223,13 +284,33 @@ export class ModuleWriter {
   /** Imports function `module.field` of type `type`; returns its function index. Imports come before any function. */
   importFunction(module: string, field: string, type: number): number {
     if (this.bodies.length > 0) throw new Error("wasm writer: imports come before functions");
-    this.imports.push([...name(module), ...name(field), 0x00, ...uleb(type)]);
+    const w = new ByteWriter();
+    name(w, module);
+    name(w, field);
+    w.byte(0x00);
+    w.uleb(type);
+    this.imports.push(w);
     return this.importedFuncs++;
+  }
+
+  /** Imports a function table `module.field` with at least `min` entries. */
+  importTable(module: string, field: string, min: number): void {
+    const w = new ByteWriter();
+    name(w, module);
+    name(w, field);
+    w.bytes([0x01, 0x70, 0x00]);
+    w.uleb(min);
+    this.imports.push(w);
   }
 
   /** Imports memory `module.field` with at least `minPages` 64 KiB pages. */
   importMemory(module: string, field: string, minPages: number): void {
-    this.imports.push([...name(module), ...name(field), 0x02, 0x00, ...uleb(minPages)]);
+    const w = new ByteWriter();
+    name(w, module);
+    name(w, field);
+    w.bytes([0x02, 0x00]);
+    w.uleb(minPages);
+    this.imports.push(w);
   }
 
   /** The function index the next {@link ModuleWriter.addFunction} gets. */
@@ -237,26 +318,50 @@ export class ModuleWriter {
     return this.importedFuncs + this.bodies.length;
   }
 
-  /** Adds a function of type `type` with body `f`; returns its index. */
-  addFunction(type: number, f: FunctionWriter): number {
+  /** Adds a function of type `type` with body `f` (a writer, or a body one wrote before); returns its index. */
+  addFunction(type: number, f: FunctionWriter | Uint8Array): number {
     this.funcTypes.push(type);
-    this.bodies.push(f.body());
+    this.bodies.push(f instanceof FunctionWriter ? f.body() : f);
     return this.importedFuncs + this.bodies.length - 1;
   }
 
   /** Exports function `index` as `field`. */
   exportFunction(field: string, index: number): void {
-    this.exports.push([...name(field), 0x00, ...uleb(index)]);
+    const w = new ByteWriter();
+    name(w, field);
+    w.byte(0x00);
+    w.uleb(index);
+    this.exports.push(w);
   }
 
   /** The module's binary. */
   bytes(): Uint8Array {
-    const out = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
-    append(out, section(1, vec(this.typeBytes)));
-    append(out, section(2, vec(this.imports)));
-    append(out, section(3, vec(this.funcTypes.map((t) => uleb(t)))));
-    append(out, section(7, vec(this.exports)));
-    append(out, section(10, vec(this.bodies)));
-    return Uint8Array.from(out);
+    const out = new ByteWriter();
+    out.bytes([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]);
+    const section = (id: number, count: number, items: (Uint8Array | readonly number[])[]): void => {
+      const s = new ByteWriter();
+      s.uleb(count);
+      for (const it of items) s.bytes(it);
+      out.byte(id);
+      out.sized(s.result());
+    };
+    section(1, this.typeBytes.length, this.typeBytes);
+    section(
+      2,
+      this.imports.length,
+      this.imports.map((w) => w.result()),
+    );
+    section(
+      3,
+      this.funcTypes.length,
+      this.funcTypes.map((t) => uleb(t)),
+    );
+    section(
+      7,
+      this.exports.length,
+      this.exports.map((w) => w.result()),
+    );
+    section(10, this.bodies.length, this.bodies);
+    return out.result();
   }
 }

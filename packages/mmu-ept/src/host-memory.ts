@@ -19,6 +19,7 @@ export const MAX_HOST_PAGES = (2 ** 31 - CHUNK_SIZE) / PAGE_SIZE;
 
 /** A WebAssembly memory, as far as the host memory uses one (TypeScript's ES libraries do not declare the WebAssembly API). */
 export interface WasmMemory {
+  /** The memory's bytes (replaced when the memory grows). */
   readonly buffer: ArrayBuffer;
 }
 

@@ -48,15 +48,29 @@ const TLB_MASK = TLB_SIZE - 1;
  * {@link Mmu.tlbTable}.
  */
 export const TLB_TABLE_LAYOUT = {
+  /** Read tags of supervisor accesses. */
   readSupervisor: 0,
+  /** Read tags of user accesses. */
   readUser: 1,
+  /** Write tags of supervisor accesses. */
   writeSupervisor: 2,
+  /** Write tags of user accesses. */
   writeUser: 3,
+  /** Execute tags of supervisor fetches. */
   execSupervisor: 4,
+  /** Execute tags of user fetches. */
   execUser: 5,
+  /** Host byte offset of each entry's page. */
   hostOffset: 6,
 } as const;
-const TLB_TABLE_BYTES = 7 * TLB_SIZE * 4;
+/**
+ * Byte offset, in a TLB's table, of three int32 words that give the byte
+ * offsets (in the host memory) of the tag arrays in use now: read, write
+ * and execute, for the privilege selected by {@link Mmu.setUser}. Compiled
+ * code reads them, so one region serves supervisor and user code.
+ */
+export const TLB_CURRENT_TAGS = 7 * TLB_SIZE * 4;
+const TLB_TABLE_BYTES = TLB_CURRENT_TAGS + 3 * 4;
 
 /**
  * Thrown (one preallocated instance) when a linear access page-faults. The
@@ -121,6 +135,7 @@ export class Mmu {
   private tagXU: Int32Array;
   /** Byte offset of this TLB's table in the host memory's buffer (see {@link TLB_TABLE_LAYOUT}). */
   readonly tlbTable: number;
+  private currentTags: Int32Array;
   /** Page of the last instruction fetch (a one-entry cache in front of the execute tags), or -1. */
   fetchVpn = -1;
   /** The host arena's bytes, for {@link Mmu.fetchVpn} (kept for the CPU's fetch window). */
@@ -182,9 +197,11 @@ export class Mmu {
     this.tagXS = view(TLB_TABLE_LAYOUT.execSupervisor).fill(-1);
     this.tagXU = view(TLB_TABLE_LAYOUT.execUser).fill(-1);
     this.off = view(TLB_TABLE_LAYOUT.hostOffset);
+    this.currentTags = new Int32Array(host.buffer, this.tlbTable + TLB_CURRENT_TAGS, 3);
     this.tagR = this.tagRS;
     this.tagW = this.tagWS;
     this.tagX = this.tagXS;
+    this.setUser(false);
     host.onRelocate(() => {
       // Host page numbers stay the same and the table moved with the arena, so the TLB stays valid: only the views change.
       this.bytes = this.fetchMem = host.bytes;
@@ -197,6 +214,7 @@ export class Mmu {
       this.tagXS = view(TLB_TABLE_LAYOUT.execSupervisor);
       this.tagXU = view(TLB_TABLE_LAYOUT.execUser);
       this.off = view(TLB_TABLE_LAYOUT.hostOffset);
+      this.currentTags = new Int32Array(host.buffer, this.tlbTable + TLB_CURRENT_TAGS, 3);
       this.setUser(this.user);
     });
     memory.ept.onInvalidate(() => this.flushAll());
@@ -219,6 +237,10 @@ export class Mmu {
     this.tagR = user ? this.tagRU : this.tagRS;
     this.tagW = user ? this.tagWU : this.tagWS;
     this.tagX = user ? this.tagXU : this.tagXS;
+    const current = this.currentTags;
+    current[0] = this.tagR.byteOffset;
+    current[1] = this.tagW.byteOffset;
+    current[2] = this.tagX.byteOffset;
   }
 
   /** Whether user-mode checks are selected. */

@@ -10,11 +10,14 @@
 // do, with the checks in the same order, so a region agrees with the
 // interpreter instruction by instruction:
 //
-// - Guest registers and the lazy-flag state are locals. A small JavaScript
-//   wrapper per region checks what the region was compiled under, copies
-//   the CPU's registers and flags into the vCPU's state block (a table in
-//   the host memory, layout S_*) and back; the region loads them from there
-//   on entry and stores the ones it wrote on exit.
+// - Guest registers and the lazy-flag state are locals, loaded from the
+//   vCPU's state block (state-block.ts) on entry and stored back on exit;
+//   the run loop keeps the state there while it goes from region to region.
+// - A region checks what it was compiled under on entry and after every
+//   instruction it hands to the interpreter: its pages lie inside the CS
+//   limit, the segments it assumed flat still are, and the stack size. The
+//   TLB tags it uses are those of the current privilege, read from the
+//   MMU's table, so one region serves supervisor and user code.
 // - A memory access that misses the TLB, is misaligned (which covers one
 //   that crosses a page) or goes to MMIO or a code page (those have no TLB
 //   entry) leaves the region before its instruction, which the interpreter
@@ -34,85 +37,30 @@ import { ES } from "./constants.js";
 import { REC_STRIDE } from "./decode-cache.js";
 import * as D from "./decoder.js";
 import { overwritesFlags } from "./region-blocks.js";
-import { FunctionWriter, I32, I64, ModuleWriter, OP, append, sleb, uleb, type Label } from "./wasm-writer.js";
+import { S_BLOCK_EIP, S_BLOCK_N, S_BLOCK_REC, S_CS_BASE, S_CS_LIMIT, S_EIP, S_FLAGS, S_REGS, S_SEG_BASE, S_SEG_FAST, S_SLICE, S_STACK32 } from "./state-block.js";
+import { FunctionWriter, I32, ModuleWriter, OP, uleb, type Label } from "./wasm-writer.js";
+import { cfFunction, condFunction, flagsFunction } from "./region-runtime.js";
+import { EXIT_LIN_SLOW, EXIT_RAISE_GP, EXIT_SHIFT, EXIT_STEP } from "./region-exits.js";
+import { add, and, cond3, eq, eqz, evenParity, get, gtU, k, leS, leU, load, ltS, ltU, mul, ne, or, select, shl, shrS, shrU, store, sub, sumAboveU, xor, type X } from "./wasm-expr.js";
 
-// ---------------------------------------------------------------- state block
-
-/** State block slots (int32 each): the eight general registers. */
-export const S_REGS = 0;
-/** Lazy-flag state: flags, lazy, fOp, fA, fB, fR, fS, fC. */
-export const S_FLAGS = 8;
-/** EIP after the region ran (or of the instruction it hands to the interpreter). */
-export const S_EIP = 16;
-/** Cpu.sliceCount, Cpu.blockEip, Cpu.blockRec, Cpu.blockN: where an exception finds the instruction. */
-export const S_SLICE = 17;
-export const S_BLOCK_EIP = 18;
-export const S_BLOCK_REC = 19;
-export const S_BLOCK_N = 20;
-/** CS base and limit (int32 bits). */
-export const S_CS_BASE = 21;
-export const S_CS_LIMIT = 22;
-/** Segment bases (6). */
-export const S_SEG_BASE = 24;
-/** Segment fast flags (6). */
-export const S_SEG_FAST = 30;
-/** Slots in the state block. */
-export const S_SLOTS = 40;
-
-// ---------------------------------------------------------------- expressions
-
-/** WebAssembly code that leaves one i32 on the stack. */
-type X = number[];
-
-const k = (v: number): X => [OP.i32Const, ...sleb(v)];
-const bin =
-  (op: number) =>
-  (a: X, b: X): X => {
-    const out = a.slice();
-    append(out, b);
-    out.push(op);
-    return out;
-  };
-const add = bin(OP.i32Add);
-const sub = bin(OP.i32Sub);
-const and = bin(OP.i32And);
-const or = bin(OP.i32Or);
-const xor = bin(OP.i32Xor);
-const shl = bin(OP.i32Shl);
-const shrS = bin(OP.i32ShrS);
-const shrU = bin(OP.i32ShrU);
-const mul = bin(OP.i32Mul);
-const eq = bin(OP.i32Eq);
-const ne = bin(OP.i32Ne);
-const ltS = bin(OP.i32LtS);
-const ltU = bin(OP.i32LtU);
-const gtU = bin(OP.i32GtU);
-const leS = bin(OP.i32LeS);
-const leU = bin(OP.i32LeU);
-const eqz = (a: X): X => [...a, OP.i32Eqz];
-/** `c ? a : b`, both evaluated (cheap operands only). */
-const select = (c: X, a: X, b: X): X => [...a, ...b, ...c, OP.select];
-/** `c ? a : b`, only one evaluated. */
-const cond3 = (c: X, a: X, b: X): X => [...c, OP.if, I32, ...a, OP.else, ...b, OP.end];
-/** The parity flag's condition: an even number of ones in the low byte. */
-const evenParity = (r: X): X => eqz(and([...and(r, k(255)), OP.i32Popcnt], k(1)));
-const LOADS = [OP.i32Load8U, OP.i32Load16U, OP.i32Load];
-const STORES = [OP.i32Store8, OP.i32Store16, OP.i32Store];
-const load = (s: number, addr: X, offset = 0): X => [...addr, LOADS[s], s, ...uleb(offset)];
 const MASKS = [255, 65535, -1];
 const SIGNS = [128, 32768, -2147483648];
 const SHIFTS = [24, 16, 0];
 
-// Function indices: the imports, then the region and its helpers.
-const F_STEP = 0;
-const F_RAISE_GP = 1;
-const F_LIN_SLOW = 2;
-const F_SHIFT = 3;
-const F_REGION = 4;
-const F_BLOCK_INDEX = 5;
-const F_CF = 6;
-const F_COND = 7;
-const F_FLAGS = 8;
+// Function indices: a region's module imports no function (V8 spends about
+// 90 µs more per module that does); it calls out through the imported table.
+const F_REGION = 0;
+const F_BLOCK_INDEX = 1;
+const F_CF = 2;
+const F_COND = 3;
+const F_FLAGS = 4;
+// Type indices, in the order buildRegionModule adds them.
+const T_EXIT = 0;
+
+/** A call out through the exits table (region-exits.ts): `op` and up to four arguments, one i32 back. */
+function exit(op: number, a: X = k(0), b: X = k(0), c: X = k(0), d: X = k(0)): X {
+  return [...k(op), ...a, ...b, ...c, ...d, ...k(0), OP.callIndirect, T_EXIT, 0x00];
+}
 
 /** What the compiler knows about the lazy-flag locals at a point of a block (-1: unknown). */
 interface FlagState {
@@ -127,53 +75,57 @@ interface Usage {
   regs: number;
   written: number;
   segs: number;
-  /** Segments assumed fast (checked by the wrapper on entry and after the interpreter ran an instruction). */
+  /** Segments assumed flat (checked on entry and after the interpreter ran an instruction). */
   guard: number;
 }
 
-/** Where the TLB and the state block are, as byte offsets in the host memory. */
-export interface WasmTables {
-  /** Tags of the current privilege: read, write, execute. */
-  tagR: number;
-  tagW: number;
-  tagX: number;
+/** Where the region finds the tables it reads, as byte offsets in the host memory. */
+export interface RegionTables {
+  /** The MMU's words giving the current read, write and execute tag arrays (mmu-ept TLB_CURRENT_TAGS). */
+  currentTags: number;
   /** Host byte offsets of the TLB entries. */
   off: number;
-  /** The vCPU's state block (S_* slots). */
+  /** The vCPU's state block (state-block.ts). */
   state: number;
 }
 
 /** A region to compile: its blocks by offset from the entry page's start, and what the code may assume. */
-export interface WasmRegionPlan {
+export interface RegionPlan {
+  /** The entry block's id: names the region to the exits (region-exits.ts). */
+  id: number;
   rec: Int32Array;
   offs: number[];
   ids: number[];
   bStart: Int32Array;
   bCount: Uint8Array;
   bBytes: Uint16Array;
-  /** Page index (0: entry page) per block; per foreign page its delta and host page offset. */
+  /** Page index (0: entry page) per block. */
   pageOf: number[];
+  /** The region's pages: offset in pages from the entry page, host byte offset of the page. */
   pages: { delta: number; hostOff: number }[];
+  /** EIP span of the pages, relative to the entry page's start. */
   spanLo: number;
   spanHi: number;
   code32: boolean;
+  /** Segments (bit per register) that were flat when the region was compiled: it assumes they stay so. */
   fastSegs: number;
   stack32: boolean;
 }
 
 /**
- * Generates the region function: locals for the guest state, expressions
- * for operands and flags, and statements per record kind.
+ * Generates the region function `(eip, n, budget) -> count`: locals for
+ * the guest state, expressions for operands and flags, statements per
+ * record kind.
  */
-class WasmRegionGen {
-  readonly f = new FunctionWriter([I32, I32, I32, I32]);
+class RegionGen {
+  readonly f = new FunctionWriter([I32, I32, I32]);
   readonly use: Usage = { regs: 0, written: 0, segs: 0, guard: 0 };
   // Parameters.
-  readonly pb = 0;
-  readonly o0 = 1;
-  readonly n = 2;
-  readonly budget = 3;
+  readonly eip = 0;
+  readonly n = 1;
+  readonly budget = 2;
   // Locals.
+  readonly pb: number;
   readonly r: number[];
   readonly fl: number;
   readonly lz: number;
@@ -185,13 +137,16 @@ class WasmRegionGen {
   readonly fC: number;
   readonly sb: number[];
   readonly sf: number[];
+  /** Byte offsets of the current read, write and execute tag arrays. */
+  readonly tagR: number;
+  readonly tagW: number;
+  readonly tagX: number;
   readonly att: number;
   readonly o: number;
   readonly k: number;
   readonly q: number;
   readonly csLim: number;
   readonly lp: number;
-  readonly i64tmp: number;
   private readonly temps: number[] = [];
   private t = 0;
   /** Labels of the dispatch loop and of the exit. */
@@ -207,14 +162,13 @@ class WasmRegionGen {
   private kk = 0;
 
   constructor(
-    readonly plan: WasmRegionPlan,
-    readonly tables: WasmTables,
+    readonly plan: RegionPlan,
+    readonly tables: RegionTables,
     /** Block index of each region offset (the br_table's case), for direct transfers. */
     readonly indexOf: Map<number, number>,
-    /** The registers and segments the region uses, from a first pass (spills and reloads cover them); undefined in that pass. */
-    private readonly known: Usage | undefined,
   ) {
     const f = this.f;
+    this.pb = f.local();
     this.r = [0, 1, 2, 3, 4, 5, 6, 7].map(() => f.local());
     this.fl = f.local();
     this.lz = f.local();
@@ -226,13 +180,15 @@ class WasmRegionGen {
     this.fC = f.local();
     this.sb = [0, 1, 2, 3, 4, 5].map(() => f.local());
     this.sf = [0, 1, 2, 3, 4, 5].map(() => f.local());
+    this.tagR = f.local();
+    this.tagW = f.local();
+    this.tagX = f.local();
     this.att = f.local();
     this.o = f.local();
     this.k = f.local();
     this.q = f.local();
     this.csLim = f.local();
     this.lp = f.local();
-    this.i64tmp = f.local(I64);
   }
 
   get stack32(): boolean {
@@ -246,7 +202,7 @@ class WasmRegionGen {
   // ------------------------------------------------------------ basics
 
   get(l: number): X {
-    return [OP.localGet, ...uleb(l)];
+    return get(l);
   }
 
   set(l: number, v: X): void {
@@ -256,7 +212,7 @@ class WasmRegionGen {
 
   /** Code that stores `v` in state slot `slot`. */
   stS(slot: number, v: X): X {
-    return [OP.i32Const, 0, ...v, OP.i32Store, 2, ...uleb(this.tables.state + slot * 4)];
+    return store(2, k(0), v, this.tables.state + slot * 4);
   }
 
   /** State slot `slot`. */
@@ -363,7 +319,7 @@ class WasmRegionGen {
       return add(this.get(this.sb[seg]), off);
     }
     const slow = this.spill(this.kk);
-    append(slow, [...k(seg), ...off, ...k(len), ...k(write ? 1 : 0), OP.call, F_LIN_SLOW]);
+    slow.push(exit(EXIT_LIN_SLOW, k(seg), off, k(len), k(write ? 1 : 0)));
     return cond3(eq(this.get(this.sf[seg]), k(1)), add(this.get(this.sb[seg]), off), slow);
   }
 
@@ -388,13 +344,18 @@ class WasmRegionGen {
     return la;
   }
 
-  /** The TLB lookup of an access of size `s` at local `la` through the tags at `tags`: the aligned-hit test and the byte address. */
+  /**
+   * The TLB lookup of an access of size `s` at local `la` through the tag
+   * array whose byte offset is in local `tags`: the hit test (the tag, and
+   * the alignment: a misaligned access leaves, which covers one that
+   * crosses a page) and the byte address in the host memory.
+   */
   private lookup(tags: number, s: number, la: number): { hit: X; addr: X } {
     const vp = this.tmp();
     const ti = this.tmp();
     this.set(vp, shrU(this.get(la), k(12)));
     this.set(ti, shl(and(this.get(vp), k(16383)), k(2)));
-    const tagHit = eq(load(2, this.get(ti), tags), this.get(vp));
+    const tagHit = eq(load(2, add(this.get(ti), this.get(tags))), this.get(vp));
     return {
       hit: s === 0 ? tagHit : and(tagHit, eqz(and(this.get(la), k((1 << s) - 1)))),
       addr: add(load(2, this.get(ti), this.tables.off), and(this.get(la), k(4095))),
@@ -411,7 +372,7 @@ class WasmRegionGen {
 
   read(s: number, la: number): number {
     const v = this.tmp();
-    const a = this.lookup(this.tables.tagR, s, la);
+    const a = this.lookup(this.tagR, s, la);
     this.when(
       a.hit,
       () => this.set(v, load(s, a.addr)),
@@ -421,10 +382,10 @@ class WasmRegionGen {
   }
 
   write(s: number, la: number, v: X): void {
-    const a = this.lookup(this.tables.tagW, s, la);
+    const a = this.lookup(this.tagW, s, la);
     this.when(
       a.hit,
-      () => this.f.emit([...a.addr, ...v, STORES[s], s, 0]),
+      () => this.f.emit(store(s, a.addr, v)),
       () => this.slowExit(),
     );
   }
@@ -432,7 +393,7 @@ class WasmRegionGen {
   rmw(s: number, la: number, compute: (x: X) => X): void {
     const x = this.tmp();
     const ix = this.tmp();
-    const a = this.lookup(this.tables.tagW, s, la);
+    const a = this.lookup(this.tagW, s, la);
     this.when(
       a.hit,
       () => {
@@ -442,7 +403,7 @@ class WasmRegionGen {
       () => this.slowExit(),
     );
     const v = compute(this.get(x));
-    this.f.emit([...this.get(ix), ...v, STORES[s], s, 0]);
+    this.f.emit(store(s, this.get(ix), v));
   }
 
   // ------------------------------------------------------------ flags
@@ -629,14 +590,14 @@ class WasmRegionGen {
   /** Stores the flag locals in the state block. */
   flagsOut(): X {
     const out: X = [];
-    [this.fl, this.lz, this.fO, this.fA, this.fB, this.fR, this.fS, this.fC].forEach((l, i) => append(out, this.stS(S_FLAGS + i, this.get(l))));
+    [this.fl, this.lz, this.fO, this.fA, this.fB, this.fR, this.fS, this.fC].forEach((l, i) => out.push(this.stS(S_FLAGS + i, this.get(l))));
     return out;
   }
 
   /** Loads the flag locals from the state block. */
   flagsIn(): X {
     const out: X = [];
-    [this.fl, this.lz, this.fO, this.fA, this.fB, this.fR, this.fS, this.fC].forEach((l, i) => append(out, [...this.ldS(S_FLAGS + i), OP.localSet, ...uleb(l)]));
+    [this.fl, this.lz, this.fO, this.fA, this.fB, this.fR, this.fS, this.fC].forEach((l, i) => out.push([...this.ldS(S_FLAGS + i), OP.localSet, ...uleb(l)]));
     return out;
   }
 
@@ -728,7 +689,7 @@ class WasmRegionGen {
       } else {
         // RCL/RCR: the interpreter's own code, with the flag locals synchronised around it.
         this.f.emit(this.flagsOut());
-        this.set(r, [...k(op), ...g(x), ...g(c), ...k(s), OP.call, F_SHIFT]);
+        this.set(r, exit(EXIT_SHIFT, k(op), g(x), g(c), k(s)));
         this.f.emit(this.flagsIn());
         this.forget();
       }
@@ -757,25 +718,38 @@ class WasmRegionGen {
     this.block = { off, rec };
   }
 
-  /** Stores the written registers and the flags in the state block. */
-  storeState(written = this.use.written): X {
+  /** Stores the registers (all eight: the prologue loaded them all) and the flags in the state block. */
+  storeState(): X {
     const out: X = [];
-    for (let i = 0; i < 8; i++) if ((written >> i) & 1) append(out, this.stS(S_REGS + i, this.get(this.r[i])));
-    append(out, this.flagsOut());
+    for (let i = 0; i < 8; i++) out.push(this.stS(S_REGS + i, this.get(this.r[i])));
+    out.push(this.flagsOut());
     return out;
   }
 
-  /** Loads the registers the region uses (`regs`), the flags and the segments (`segs`) from the state block. */
-  loadState(regs: number, segs: number): X {
+  /** Loads the registers, the flags and the segments in `segs` from the state block, and the MMU's current tag arrays. */
+  loadState(segs: number): X {
     const out: X = [];
-    for (let i = 0; i < 8; i++) if ((regs >> i) & 1) append(out, [...this.ldS(S_REGS + i), OP.localSet, ...uleb(this.r[i])]);
-    append(out, this.flagsIn());
+    for (let i = 0; i < 8; i++) out.push([...this.ldS(S_REGS + i), OP.localSet, ...uleb(this.r[i])]);
+    out.push(this.flagsIn());
     for (let i = 0; i < 6; i++)
       if ((segs >> i) & 1) {
-        append(out, [...this.ldS(S_SEG_BASE + i), OP.localSet, ...uleb(this.sb[i])]);
-        append(out, [...this.ldS(S_SEG_FAST + i), OP.localSet, ...uleb(this.sf[i])]);
+        out.push([...this.ldS(S_SEG_BASE + i), OP.localSet, ...uleb(this.sb[i])]);
+        out.push([...load(0, k(0), this.tables.state + S_SEG_FAST * 4 + i), OP.localSet, ...uleb(this.sf[i])]);
       }
+    [this.tagR, this.tagW, this.tagX].forEach((l, i) => out.push([...load(2, k(0), this.tables.currentTags + i * 4), OP.localSet, ...uleb(l)]));
     return out;
+  }
+
+  /**
+   * Whether what the region assumed no longer holds: a segment it treats
+   * as flat is not, or the stack size changed (checked on entry and after
+   * the interpreter ran an instruction for it). `guard` is the set of
+   * segments assumed flat.
+   */
+  assumptionsBroken(guard: number): X {
+    let e: X = ne(this.ldS(S_STACK32), k(this.stack32 ? 1 : 0));
+    for (let i = 0; i < 6; i++) if ((guard >> i) & 1) e = or(e, ne(load(0, k(0), this.tables.state + S_SEG_FAST * 4 + i), k(1)));
+    return e;
   }
 
   /**
@@ -785,17 +759,17 @@ class WasmRegionGen {
    */
   spill(kIdx = this.kk): X {
     const mask = this.code32 ? -1 : 0xffff;
-    const out = this.storeState(this.known?.written ?? 0);
-    append(out, this.stS(S_SLICE, add(this.get(this.n), k(kIdx))));
-    append(out, this.stS(S_BLOCK_EIP, and(add(this.get(this.pb), k(this.block.off)), k(mask))));
-    append(out, this.stS(S_BLOCK_REC, k(this.block.rec)));
-    append(out, this.stS(S_BLOCK_N, this.get(this.n)));
+    const out = this.storeState();
+    out.push(this.stS(S_SLICE, add(this.get(this.n), k(kIdx))));
+    out.push(this.stS(S_BLOCK_EIP, and(add(this.get(this.pb), k(this.block.off)), k(mask))));
+    out.push(this.stS(S_BLOCK_REC, k(this.block.rec)));
+    out.push(this.stS(S_BLOCK_N, this.get(this.n)));
     return out;
   }
 
-  /** Reloads what the interpreter may have changed: the registers the region uses, the flags and the segments. */
+  /** Reloads what the interpreter may have changed: the registers, the flags, every segment, the privilege's tag arrays. */
   fill(): X {
-    return this.loadState(this.known?.regs ?? 0, this.known?.segs ?? 0);
+    return this.loadState(0x3f);
   }
 
   outsideSpan(t: X): X {
@@ -820,7 +794,7 @@ class WasmRegionGen {
 }
 
 /** Emits one block's records (`count` instructions from record word `start`, `bytes` long at region offset `off`). */
-function compileBlock(g: WasmRegionGen, start: number, count: number, bytes: number, off: number): void {
+function compileBlock(g: RegionGen, start: number, count: number, bytes: number, off: number): void {
   const rec = g.plan.rec;
   const code32 = g.code32;
   let r = start;
@@ -843,7 +817,7 @@ function compileBlock(g: WasmRegionGen, start: number, count: number, bytes: num
     const transfer = (t: X, kIdx: number, sizeBits: number, afterCheck?: () => void): void => {
       const tt = g.tmp();
       g.set(tt, sizeBits !== 2 ? and(t, k(65535)) : t);
-      g.when(and(g.outsideSpan(g.get(tt)), gtU(g.get(tt), g.get(g.csLim))), () => g.f.emit([...g.spill(kIdx - 1), OP.call, F_RAISE_GP, OP.unreachable]));
+      g.when(and(g.outsideSpan(g.get(tt)), gtU(g.get(tt), g.get(g.csLim))), () => g.f.emit([...g.spill(kIdx - 1), ...exit(EXIT_RAISE_GP), OP.drop, OP.unreachable]));
       afterCheck?.();
       g.set(g.o, sub(g.get(tt), g.get(g.pb)));
       g.goToDynamic(kIdx);
@@ -857,8 +831,10 @@ function compileBlock(g: WasmRegionGen, start: number, count: number, bytes: num
       const mask = code32 ? -1 : 0xffff;
       g.f.emit(g.spill(i));
       g.f.emit(g.stS(S_EIP, and(add(g.get(g.pb), k(off + pos)), k(mask))));
-      g.set(g.att, [OP.call, F_STEP]);
+      g.set(g.att, exit(EXIT_STEP, k(g.plan.id)));
       g.f.emit(g.fill());
+      // The segments that were flat at compile time (a superset of those the region assumes flat, which are only known at its end).
+      g.set(g.att, or(g.get(g.att), g.assumptionsBroken(g.plan.fastSegs)));
       g.set(g.o, sub(g.ldS(S_EIP), g.get(g.pb)));
       g.goToDynamic(i + 1);
       g.resetFlags();
@@ -1024,7 +1000,7 @@ function compileBlock(g: WasmRegionGen, start: number, count: number, bytes: num
         const t = g.tmp();
         const target = add(nextExpr(), k(rec[r + 2]));
         g.set(t, s !== 2 ? and(target, k(65535)) : target);
-        g.when(and(g.outsideSpan(g.get(t)), gtU(g.get(t), g.get(g.csLim))), () => g.f.emit([...g.spill(i), OP.call, F_RAISE_GP, OP.unreachable]));
+        g.when(and(g.outsideSpan(g.get(t)), gtU(g.get(t), g.get(g.csLim))), () => g.f.emit([...g.spill(i), ...exit(EXIT_RAISE_GP), OP.drop, OP.unreachable]));
         push(g, s, nextExpr());
         transfer(g.get(t), i + 1, 2);
         ended = true;
@@ -1035,7 +1011,7 @@ function compileBlock(g: WasmRegionGen, start: number, count: number, bytes: num
         const t = g.tmp();
         const v = id === D.H_CALL_R ? g.reg(s, b) : g.get(g.read(s, g.lin(g.seg(r), g.ea(r), 1 << s, false)));
         g.set(t, s !== 2 ? and(v, k(65535)) : v);
-        g.when(and(g.outsideSpan(g.get(t)), gtU(g.get(t), g.get(g.csLim))), () => g.f.emit([...g.spill(i), OP.call, F_RAISE_GP, OP.unreachable]));
+        g.when(and(g.outsideSpan(g.get(t)), gtU(g.get(t), g.get(g.csLim))), () => g.f.emit([...g.spill(i), ...exit(EXIT_RAISE_GP), OP.drop, OP.unreachable]));
         push(g, s, nextExpr());
         transfer(g.get(t), i + 1, 2);
         ended = true;
@@ -1173,7 +1149,7 @@ function compileBlock(g: WasmRegionGen, start: number, count: number, bytes: num
  * destination in ES), then ESI/EDI move by the element size, down when
  * DF=1 (only instructions the interpreter runs change DF, and it reloads fl).
  */
-function stringElement(g: WasmRegionGen, kind: number, s: number, seg: number): void {
+function stringElement(g: RegionGen, kind: number, s: number, seg: number): void {
   const n = 1 << s;
   g.use.regs |= (1 << 6) | (1 << 7);
   const src = (): X => g.get(g.read(s, g.lin(seg, g.get(g.r[6]), n, false)));
@@ -1204,7 +1180,7 @@ function stringElement(g: WasmRegionGen, kind: number, s: number, seg: number): 
 }
 
 /** The read of a value of size `s` from the top of the stack (stack pointer in register `spReg`); returns its local. */
-function popRead(g: WasmRegionGen, s: number, spReg: number): number {
+function popRead(g: RegionGen, s: number, spReg: number): number {
   g.use.regs |= (1 << 4) | (1 << spReg);
   g.use.written |= 1 << 4;
   g.use.segs |= 1 << 2;
@@ -1216,7 +1192,7 @@ function popRead(g: WasmRegionGen, s: number, spReg: number): number {
 }
 
 /** A push of `v` of size `s`: the store, then ESP. */
-function push(g: WasmRegionGen, s: number, v: X): void {
+function push(g: RegionGen, s: number, v: X): void {
   const n = s === 2 ? 4 : 2;
   g.use.regs |= 1 << 4;
   g.use.written |= 1 << 4;
@@ -1229,7 +1205,7 @@ function push(g: WasmRegionGen, s: number, v: X): void {
   g.set(g.r[4], g.stack32 ? g.get(sp) : or(and(g.get(g.r[4]), k(-65536)), g.get(sp)));
 }
 
-// ---------------------------------------------------------------- helpers in every module
+// ---------------------------------------------------------------- the module
 
 /** `blockIndex(o)`: the case of region offset `o`, or the number of cases (leave). A binary search over the sorted offsets. */
 function blockIndexFunction(offs: number[], indexOf: Map<number, number>): FunctionWriter {
@@ -1249,135 +1225,48 @@ function blockIndexFunction(offs: number[], indexOf: Map<number, number>): Funct
   return f;
 }
 
-const P = (i: number): X => [OP.localGet, ...uleb(i)];
 
-/** `cfOf(fl, lz, op, a, b, r, s, c)`: CF of a lazy-flag state (as Cpu.getCF), for code that does not know the state statically. */
-function cfFunction(): FunctionWriter {
-  const f = new FunctionWriter([I32, I32, I32, I32, I32, I32, I32, I32]);
-  const [fl, lz, op, a, b, r, s, c] = [0, 1, 2, 3, 4, 5, 6, 7].map(P);
-  const m = f.local();
-  f.emit([...eqz(and(lz, k(1))), OP.if, 0x40, ...and(fl, k(1)), OP.return, OP.end]);
-  f.emit([...select(eq(s, k(2)), k(-1), select(eq(s, k(1)), k(65535), k(255))), OP.localSet, m]);
-  const u = (x: X): X => and(x, P(m));
-  const carry = ne(c, k(0));
-  const res = select(
-    eq(op, k(1)),
-    ltU(u(r), u(a)),
-    select(eq(op, k(2)), select(carry, leU(u(r), u(a)), ltU(u(r), u(a))), select(eq(op, k(3)), ltU(u(a), u(b)), select(eq(op, k(4)), select(carry, leU(u(a), u(b)), ltU(u(a), u(b))), k(0)))),
-  );
-  f.emit(res);
-  return f;
-}
+/** The lazy-flag helpers' bodies (the same in every module), written once. */
+let RUNTIME_BODIES: Uint8Array[] | undefined;
 
-/** The overflow flag of a lazy state (as Cpu), given the sign mask local. */
-function overflowOf(lz: X, fl: X, op: X, a: X, b: X, r: X, sign: X): X {
-  const add1 = ne(and(and(xor(a, r), xor(b, r)), sign), k(0));
-  const sub1 = ne(and(and(xor(a, b), xor(a, r)), sign), k(0));
-  const lazyOf = select(or(eq(op, k(1)), eq(op, k(2))), add1, select(or(eq(op, k(3)), eq(op, k(4))), sub1, k(0)));
-  return select(eqz(and(lz, k(0x800))), ne(and(fl, k(0x800)), k(0)), lazyOf);
-}
-
-/** `condOf(cc, fl, lz, op, a, b, r, s, c)`: condition `cc` of a lazy-flag state (as Cpu.cond). */
-function condFunction(): FunctionWriter {
-  const f = new FunctionWriter([I32, I32, I32, I32, I32, I32, I32, I32, I32]);
-  const [cc, fl, lz, op, a, b, r, s, c] = [0, 1, 2, 3, 4, 5, 6, 7, 8].map(P);
-  const sign = f.local();
-  const m = f.local();
-  const zf = f.local();
-  const sf = f.local();
-  const of = f.local();
-  const t = f.local();
-  const set = (l: number, v: X): void => f.emit([...v, OP.localSet, ...uleb(l)]);
-  set(sign, select(eq(s, k(2)), k(-2147483648), select(eq(s, k(1)), k(32768), k(128))));
-  set(m, select(eq(s, k(2)), k(-1), select(eq(s, k(1)), k(65535), k(255))));
-  set(zf, select(ne(and(lz, k(0x40)), k(0)), eqz(and(r, P(m))), ne(and(fl, k(0x40)), k(0))));
-  set(sf, select(ne(and(lz, k(0x80)), k(0)), ne(and(r, P(sign)), k(0)), ne(and(fl, k(0x80)), k(0))));
-  set(of, overflowOf(lz, fl, op, a, b, r, P(sign)));
-  const cf = [...fl, ...lz, ...op, ...a, ...b, ...r, ...s, ...c, OP.call, F_CF];
-  const pf = select(ne(and(lz, k(4)), k(0)), evenParity(r), ne(and(fl, k(4)), k(0)));
-  const cases: X[] = [P(of), cf, P(zf), or(P(zf), cf), P(sf), pf, ne(P(sf), P(of)), or(P(zf), ne(P(sf), P(of)))];
-  // t = cases[cc >> 1], through a chain of ifs.
-  const kind = shrU(cc, k(1));
-  let e: X = cases[7];
-  for (let j = 6; j >= 0; j--) e = cond3(eq(kind, k(j)), cases[j], e);
-  set(t, e);
-  f.emit(select(and(cc, k(1)), eqz(P(t)), P(t)));
-  return f;
-}
-
-/** `flagsOf(fl, lz, op, a, b, r, s, c)`: the arithmetic EFLAGS bits of a lazy-flag state (as Cpu.getFlags). */
-function flagsFunction(): FunctionWriter {
-  const f = new FunctionWriter([I32, I32, I32, I32, I32, I32, I32, I32]);
-  const [fl, lz, op, a, b, r, s, c] = [0, 1, 2, 3, 4, 5, 6, 7].map(P);
-  const fr = f.local();
-  const sign = f.local();
-  const m = f.local();
-  const set = (l: number, v: X): void => f.emit([...v, OP.localSet, ...uleb(l)]);
-  f.emit([...eqz(lz), OP.if, 0x40, ...fl, OP.return, OP.end]);
-  set(fr, and(fl, xor(lz, k(-1))));
-  set(m, select(eq(s, k(2)), k(-1), select(eq(s, k(1)), k(65535), k(255))));
-  set(sign, select(eq(s, k(2)), k(-2147483648), select(eq(s, k(1)), k(32768), k(128))));
-  const bit = (on: X, v: number): void => set(fr, or(P(fr), select(on, k(v), k(0))));
-  const has = (x: number): X => ne(and(lz, k(x)), k(0));
-  f.emit([...has(1), OP.if, 0x40, ...or(P(fr), [...fl, ...lz, ...op, ...a, ...b, ...r, ...s, ...c, OP.call, F_CF]), OP.localSet, ...uleb(fr), OP.end]);
-  bit(and(has(4), evenParity(r)), 4);
-  bit(and(and(has(0x10), ne(op, k(0))), ne(and(xor(xor(a, b), r), k(0x10)), k(0))), 0x10);
-  bit(and(has(0x40), eqz(and(r, P(m)))), 0x40);
-  bit(and(has(0x80), ne(and(r, P(sign)), k(0))), 0x80);
-  bit(and(has(0x800), overflowOf(lz, fl, op, a, b, r, P(sign))), 0x800);
-  f.emit(P(fr));
-  return f;
-}
-
-// ---------------------------------------------------------------- the module
-
-/** The compiled module of a region: its binary, and what the JavaScript glue needs. */
-export interface WasmRegionModule {
+/** The compiled module of a region: its binary, and the registers and segments its code uses. */
+export interface RegionModule {
   bytes: Uint8Array;
   use: Usage;
 }
 
 /**
  * Generates the WebAssembly module of a region: the region function
- * `(pb, o0, n, budget) -> count` (the count's complement when the
- * interpreter must run the instruction at the new EIP) and its helpers.
+ * `(eip, n, budget) -> count` (the count's complement when the interpreter
+ * must run the instruction at the new EIP, or when the region cannot run
+ * here), its block index and the lazy-flag helpers (region-runtime.ts).
+ * It imports the host memory (at least `memoryPages` 64 KiB pages) and the
+ * vCPU's exits table (region-exits.ts).
  */
-export function buildWasmRegion(plan: WasmRegionPlan, tables: WasmTables, memoryPages: number): WasmRegionModule {
+export function buildRegionModule(plan: RegionPlan, tables: RegionTables, memoryPages: number): RegionModule {
   const indexOf = new Map<number, number>();
   plan.offs.forEach((o, q) => indexOf.set(o, q));
-  // Two passes: the first finds the registers and segments the region uses, which the second's spills and reloads cover.
-  const first = generateRegion(plan, tables, indexOf, undefined);
-  const g = generateRegion(plan, tables, indexOf, first.use);
-  const u = g.use;
-  if (u.regs !== first.use.regs || u.written !== first.use.written || u.segs !== first.use.segs) throw new Error("block compiler: passes disagree");
+  const g = generateRegion(plan, tables, indexOf);
   const mw = new ModuleWriter();
-  const tRegion = mw.type([I32, I32, I32, I32], [I32]);
-  mw.importFunction("e", "step", mw.type([], [I32]));
-  mw.importFunction("e", "raiseGp", mw.type([], []));
-  mw.importFunction("e", "linSlow", mw.type([I32, I32, I32, I32], [I32]));
-  mw.importFunction("e", "shift", mw.type([I32, I32, I32, I32], [I32]));
+  if (mw.type([I32, I32, I32, I32, I32], [I32]) !== T_EXIT) throw new Error("block compiler: type indices out of order");
+  const t8 = mw.type([I32, I32, I32, I32, I32, I32, I32, I32], [I32]);
   mw.importMemory("e", "m", memoryPages);
-  if (mw.nextFunction !== F_REGION) throw new Error("block compiler: function indices out of order");
-  mw.addFunction(tRegion, g.f);
+  mw.importTable("e", "t", 1);
+  mw.addFunction(mw.type([I32, I32, I32], [I32]), g.f);
   mw.addFunction(mw.type([I32], [I32]), blockIndexFunction(plan.offs, indexOf));
-  mw.addFunction(mw.type([I32, I32, I32, I32, I32, I32, I32, I32], [I32]), cfFunction());
-  mw.addFunction(mw.type([I32, I32, I32, I32, I32, I32, I32, I32, I32], [I32]), condFunction());
-  mw.addFunction(mw.type([I32, I32, I32, I32, I32, I32, I32, I32], [I32]), flagsFunction());
+  RUNTIME_BODIES ??= [cfFunction().body(), condFunction(F_CF).body(), flagsFunction(F_CF).body()];
+  mw.addFunction(t8, RUNTIME_BODIES[0]);
+  mw.addFunction(mw.type([I32, I32, I32, I32, I32, I32, I32, I32, I32], [I32]), RUNTIME_BODIES[1]);
+  if (mw.addFunction(t8, RUNTIME_BODIES[2]) !== F_FLAGS) throw new Error("block compiler: function indices out of order");
   mw.exportFunction("run", F_REGION);
-  return { bytes: mw.bytes(), use: u };
+  return { bytes: mw.bytes(), use: g.use };
 }
 
-/** Generates the region function's code (prologue, dispatch loop with the blocks, epilogue). */
-function generateRegion(plan: WasmRegionPlan, tables: WasmTables, indexOf: Map<number, number>, known: Usage | undefined): WasmRegionGen {
-  const g = new WasmRegionGen(plan, tables, indexOf, known);
+/** Generates the region function's code: the blocks in a dispatch loop, then the prologue (which needs to know what they use) and the epilogue around them. */
+function generateRegion(plan: RegionPlan, tables: RegionTables, indexOf: Map<number, number>): RegionGen {
+  const g = new RegionGen(plan, tables, indexOf);
   const f = g.f;
   const nBlocks = plan.offs.length;
-  // Prologue: the state the region uses, its CS limit and page, and the entry block.
-  f.emit(g.loadState(known?.regs ?? 0, known?.segs ?? 0));
-  g.set(g.csLim, g.ldS(S_CS_LIMIT));
-  g.set(g.lp, shrU(add(g.ldS(S_CS_BASE), g.get(g.pb)), k(12)));
-  g.set(g.o, g.get(g.o0));
-  g.set(g.q, [...g.get(g.o0), OP.call, F_BLOCK_INDEX]);
   // The dispatch loop: each iteration adds the instructions the last block ran, then goes to block q.
   g.done = f.open("block");
   g.loop = f.open("loop");
@@ -1395,14 +1284,14 @@ function generateRegion(plan: WasmRegionPlan, tables: WasmTables, indexOf: Map<n
     const off = plan.offs[q];
     const pi = plan.pageOf[q];
     if (pi > 0) {
-      // A block of another page runs only while that page still translates to what it was decoded from.
+      // A block of another page runs only while that page still translates, for execution, to what it was decoded from.
       const pg = plan.pages[pi];
       const v = and(add(g.get(g.lp), k(pg.delta)), k(0xfffff));
       const x = shl(and(v, k(16383)), k(2));
-      f.emit(or(ne(load(2, x, tables.tagX), v), ne(load(2, x, tables.off), k(pg.hostOff))));
+      f.emit(or(ne(load(2, add(x, g.get(g.tagX))), v), ne(load(2, x, tables.off), k(pg.hostOff))));
       f.brIf(g.done);
     }
-    f.emit(lt(sub(g.get(g.budget), g.get(g.n)), plan.bCount[id]));
+    f.emit(ltS(sub(g.get(g.budget), g.get(g.n)), k(plan.bCount[id])));
     f.brIf(g.done);
     g.startBlock(off, plan.bStart[id]);
     g.resetFlags();
@@ -1413,112 +1302,32 @@ function generateRegion(plan: WasmRegionPlan, tables: WasmTables, indexOf: Map<n
   f.end(); // done
   // Epilogue: the state back to the state block, EIP and the count.
   const mask = plan.code32 ? -1 : 0xffff;
-  f.emit(g.storeState(known?.written ?? 0));
+  f.emit(g.storeState());
   f.emit(g.stS(S_EIP, and(add(g.get(g.pb), g.get(g.o)), k(mask))));
   f.emit(g.stS(S_SLICE, g.get(g.n)));
   f.emit(select(ltS(g.get(g.att), k(0)), xor(g.get(g.n), k(-1)), g.get(g.n)));
+  const body = f.code.take();
+  // Prologue: where the region runs, whether it may, then the state it uses and the entry block.
+  const o0 = g.tmp();
+  g.set(o0, and(add(g.ldS(S_CS_BASE), g.get(g.eip)), k(4095)));
+  g.set(g.pb, sub(g.get(g.eip), g.get(o0)));
+  // Its pages must lie inside the CS limit and the EIP range (then targets in them need no limit check), and what it assumed must hold.
+  let refuse = gtU(g.get(g.pb), g.get(g.eip));
+  if (plan.spanLo < 0) refuse = or(refuse, ltU(g.get(g.pb), k(-plan.spanLo)));
+  refuse = or(refuse, sumAboveU(g.get(g.pb), plan.spanHi, g.ldS(S_CS_LIMIT)));
+  refuse = or(refuse, sumAboveU(g.get(g.pb), plan.spanHi, k(plan.code32 ? -1 : 0xffff)));
+  refuse = or(refuse, g.assumptionsBroken(g.use.guard));
+  f.emit(refuse);
+  f.open("if");
+  f.emit(g.stS(S_EIP, g.get(g.eip)));
+  f.emit(g.stS(S_SLICE, g.get(g.n)));
+  f.emit([...xor(g.get(g.n), k(-1)), OP.return]);
+  f.end();
+  f.emit(g.loadState(g.use.segs));
+  g.set(g.csLim, g.ldS(S_CS_LIMIT));
+  g.set(g.lp, shrU(add(g.ldS(S_CS_BASE), g.get(g.pb)), k(12)));
+  g.set(g.o, g.get(o0));
+  g.set(g.q, [...g.get(o0), OP.call, F_BLOCK_INDEX]);
+  f.code.bytes(body);
   return g;
-}
-
-/** Code: `x < c` (signed), with `c` a constant. */
-function lt(x: X, c: number): X {
-  return ltS(x, k(c));
-}
-
-// ---------------------------------------------------------------- instantiation
-
-/** The WebAssembly JS API as far as regions use it (TypeScript's ES libraries do not declare it). */
-interface WasmApi {
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: object) => { exports: { run: (pb: number, o0: number, n: number, budget: number) => number } };
-}
-const wasmApi = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
-
-/** Whether this platform can run WebAssembly regions. */
-export const WASM_REGIONS = wasmApi !== undefined;
-
-/** What the glue of a region checks and copies. */
-export interface WasmGlueInputs {
-  /** The compiled module. */
-  module: WasmRegionModule;
-  /** The host memory (imported by the module) and the state block's byte offset in it. */
-  memory: object;
-  buffer: ArrayBuffer;
-  state: number;
-  /** The entry page's block map (the interpreter must still be on it after it ran an instruction). */
-  map: Uint16Array;
-  /** The MMU's read tags at compile time (the privilege the TLB offsets were chosen for). */
-  tagR: Int32Array;
-  stack32: boolean;
-  code32: boolean;
-  spanLo: number;
-  spanHi: number;
-  /** Name of the wrapper (profiles show it). */
-  name: string;
-}
-
-/**
- * Instantiates a region's module with its JavaScript glue and returns the
- * region function the run loop calls. The glue is generated per region, so
- * it copies only what the region uses and checks only what it assumed.
- */
-export function instantiateWasmRegion(cpu: object, inp: WasmGlueInputs): { fn: (eip: number, n: number, budget: number) => number; glue: string } {
-  if (wasmApi === undefined) throw new Error("block compiler: no WebAssembly on this platform");
-  const u = inp.module.use;
-  const segList = [0, 1, 2, 3, 4, 5].filter((i) => (u.segs >> i) & 1);
-  const guardList = segList.filter((i) => (u.guard >> i) & 1);
-  const guardOk = [...guardList.map((i) => `cpu.segFast[${i}] === 1`), `cpu.stack32 === ${inp.stack32}`, "cpu.mmu.tagR === TR"].join(" && ");
-  const flagNames = ["flags", "lazy", "fOp", "fA", "fB", "fR", "fS", "fC"];
-  const regsIn = [0, 1, 2, 3, 4, 5, 6, 7].map((i) => `S[${S_REGS + i}] = regs[${i}];`).join(" ");
-  const regsBack = [0, 1, 2, 3, 4, 5, 6, 7].map((i) => `regs[${i}] = S[${S_REGS + i}];`).join(" ");
-  const writtenBack = [0, 1, 2, 3, 4, 5, 6, 7].filter((i) => (u.written >> i) & 1).map((i) => `regs[${i}] = S[${S_REGS + i}];`).join(" ");
-  const flagsIn = flagNames.map((f, i) => `S[${S_FLAGS + i}] = cpu.${f};`).join(" ");
-  const flagsBack = flagNames.map((f, i) => `cpu.${f} = S[${S_FLAGS + i}];`).join(" ");
-  const segsIn = segList.map((i) => `S[${S_SEG_BASE + i}] = cpu.segBase[${i}]; S[${S_SEG_FAST + i}] = cpu.segFast[${i}];`).join(" ");
-  const allSegsIn = [0, 1, 2, 3, 4, 5].map((i) => `S[${S_SEG_BASE + i}] = cpu.segBase[${i}]; S[${S_SEG_FAST + i}] = cpu.segFast[${i}];`).join(" ");
-  const mask = inp.code32 ? "-1" : "65535";
-  const src = `
-"use strict";
-const regs = cpu.regs;
-// The state block to the CPU, before a call that may throw (Cpu.faultRestore reads the position).
-function syncIn() {
-  ${regsBack} ${flagsBack}
-  cpu.sliceCount = S[${S_SLICE}]; cpu.blockEip = S[${S_BLOCK_EIP}]; cpu.blockRec = S[${S_BLOCK_REC}]; cpu.blockN = S[${S_BLOCK_N}];
-}
-const imports = { e: {
-  m: memory,
-  step() {
-    syncIn();
-    cpu.eip = S[${S_EIP}];
-    cpu.step();
-    ${regsIn} ${flagsIn} ${allSegsIn}
-    S[${S_EIP}] = cpu.eip; S[${S_CS_BASE}] = cpu.csBase; S[${S_CS_LIMIT}] = cpu.csLimitBits;
-    return cpu.attention !== 0 || cpu.winLen < 0 || cpu.curMap !== MAP || !(${guardOk}) ? 1 : 0;
-  },
-  raiseGp() { syncIn(); cpu.raiseGp(0); },
-  linSlow(seg, off, len, write) { syncIn(); return cpu.linSlow(seg, off, len, write !== 0); },
-  shift(op, x, c, s) { ${flagsBack} const r = cpu.shift(op, x, c, s); ${flagsIn} return r; },
-} };
-return { imports, wrap(W) {
-  return function ${inp.name}(eip, n, budget) {
-    const o0 = (cpu.csBase + eip) & 4095;
-    const pb = (eip - o0) | 0;
-    // The region's pages must lie inside the CS limit and the EIP range: then every block in them fits and targets in them need no limit check.
-    if ((pb >>> 0) > (eip >>> 0) || (pb >>> 0) + ${inp.spanLo} < 0 || (pb >>> 0) + ${inp.spanHi} > cpu.csLimit || (pb >>> 0) + ${inp.spanHi} > (cpu.ipMask >>> 0)) return ~n;
-    if (!(${guardOk})) return ~n;
-    ${regsIn} ${flagsIn} ${segsIn}
-    S[${S_CS_BASE}] = cpu.csBase; S[${S_CS_LIMIT}] = cpu.csLimitBits;
-    const m = W(pb, o0, n, budget);
-    ${writtenBack} ${flagsBack}
-    cpu.eip = S[${S_EIP}] & ${mask}; cpu.sliceCount = S[${S_SLICE}];
-    return m;
-  };
-} };`;
-  const S = new Int32Array(inp.buffer, inp.state, S_SLOTS);
-  const glue = new Function("cpu", "memory", "S", "MAP", "TR", src)(cpu, inp.memory, S, inp.map, inp.tagR) as {
-    imports: object;
-    wrap: (w: (pb: number, o0: number, n: number, budget: number) => number) => (eip: number, n: number, budget: number) => number;
-  };
-  const instance = new wasmApi.Instance(new wasmApi.Module(inp.module.bytes), glue.imports);
-  return { fn: glue.wrap(instance.exports.run), glue: src };
 }
