@@ -3,14 +3,12 @@
 // with RDTSC), exact replay and snapshot resume with a running timer, a
 // level-triggered interrupt source that re-delivers after the EOI broadcast
 // (as the I/O APIC does), and LINT0 gating the 8259.
-import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { expect, it } from "vitest";
 import { createMachine, LEGACY_PIC, X86_CPU_CONTROL, type Machine, type Plugin } from "@typevisor/hv-core";
 import { PHYSICAL_MEMORY } from "@typevisor/mmu-ept";
-import { describeWithTools, tempDir } from "@typevisor/test-support";
+import { describeWithTools } from "@typevisor/test-support";
 import { X86_CPUS, x86Cpu } from "../src/index.js";
+import { nasmBinary } from "./harness/nasm.js";
 
 const PRELUDE = `
 bits 32
@@ -43,16 +41,7 @@ start:
 `;
 
 function assemble(body: string): Uint8Array {
-  const dir = tempDir("tv-apicm-");
-  try {
-    const src = join(dir.path, "g.asm");
-    const bin = join(dir.path, "g.bin");
-    execFileSync("sh", ["-c", `cat > ${src}`], { input: PRELUDE + body });
-    execFileSync("nasm", ["-f", "bin", src, "-o", bin]);
-    return readFileSync(bin);
-  } finally {
-    dir.remove();
-  }
+  return nasmBinary(PRELUDE + body);
 }
 
 async function machine(code: Uint8Array, extra: Plugin[] = []): Promise<{ vm: Machine; out: number[] }> {

@@ -4,14 +4,12 @@
 // which take the views as constants. A program that keeps running while the
 // arena moves under it must end exactly as the byte-by-byte interpreter
 // ends it without any move.
-import { execFileSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { expect, it } from "vitest";
 import { PhysicalMemory } from "@typevisor/mmu-ept";
-import { describeWithTools, tempDir } from "@typevisor/test-support";
+import { describeWithTools } from "@typevisor/test-support";
 import type { CpuOptions } from "../src/index.js";
 import { flatCpu } from "./harness/flat-cpu.js";
+import { nasmBinary } from "./harness/nasm.js";
 import { ENGINES, expectSameState, type RunState } from "./harness/same-state.js";
 
 const DATA = 0x10000; // two pages the loop reads and writes
@@ -40,18 +38,6 @@ round:
   hlt
 `;
 
-function assemble(): Uint8Array {
-  const dir = tempDir("tv-arena-");
-  try {
-    const src = join(dir.path, "loop.asm");
-    const bin = join(dir.path, "loop.bin");
-    writeFileSync(src, PROGRAM);
-    execFileSync("nasm", ["-f", "bin", "-o", bin, src]);
-    return readFileSync(bin);
-  } finally {
-    dir.remove();
-  }
-}
 
 interface Outcome extends RunState {
   released: number;
@@ -92,7 +78,7 @@ function run(code: Uint8Array, options: CpuOptions, move: boolean, step = false)
 
 describeWithTools(["nasm"], "moving the host arena under a running guest", () => {
   it("keeps every engine's result equal to the interpreter's, with the arena moved after every slice", () => {
-    const code = assemble();
+    const code = nasmBinary(PROGRAM);
     const reference = run(code, { jit: false }, false, true);
     for (const options of ENGINES) {
       const label = JSON.stringify(options);

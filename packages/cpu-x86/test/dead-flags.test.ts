@@ -5,14 +5,12 @@
 // with a memory operand (it may leave the region, and a fault there would push
 // the flags IMUL left). Each engine must end as the byte-by-byte interpreter
 // does.
-import { execFileSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { it } from "vitest";
 import { PhysicalMemory } from "@typevisor/mmu-ept";
-import { describeWithTools, tempDir } from "@typevisor/test-support";
+import { describeWithTools } from "@typevisor/test-support";
 import type { CpuOptions } from "../src/index.js";
 import { flatCpu } from "./harness/flat-cpu.js";
+import { nasmBinary } from "./harness/nasm.js";
 import { ENGINES, expectSameState, type RunState } from "./harness/same-state.js";
 
 const LOG = 0x20000;
@@ -58,18 +56,6 @@ over:
   hlt                        ; the last IMUL's flags are what the run leaves
 `;
 
-function assemble(): Uint8Array {
-  const dir = tempDir("tv-dead-flags-");
-  try {
-    const src = join(dir.path, "p.asm");
-    const bin = join(dir.path, "p.bin");
-    writeFileSync(src, PROGRAM);
-    execFileSync("nasm", ["-f", "bin", "-o", bin, src]);
-    return readFileSync(bin);
-  } finally {
-    dir.remove();
-  }
-}
 
 function run(code: Uint8Array, options: CpuOptions, step = false): RunState {
   const memory = new PhysicalMemory({ ramSize: 2 << 20 });
@@ -84,7 +70,7 @@ function run(code: Uint8Array, options: CpuOptions, step = false): RunState {
 
 describeWithTools(["nasm"], "IMUL flags in compiled regions", () => {
   it("match the interpreter where they are read, and wherever the region may leave", () => {
-    const code = assemble();
+    const code = nasmBinary(PROGRAM);
     const reference = run(code, { jit: false }, true);
     for (const options of ENGINES) expectSameState(run(code, options), reference, JSON.stringify(options), LOG);
   });

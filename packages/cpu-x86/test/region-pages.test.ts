@@ -4,14 +4,12 @@
 // a block runs only while its linear page still translates to the host page
 // it was decoded from, and a write to either page drops the region. Each
 // program must leave what the byte-by-byte interpreter leaves.
-import { execFileSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { expect, it } from "vitest";
 import { PhysicalMemory } from "@typevisor/mmu-ept";
-import { describeWithTools, tempDir } from "@typevisor/test-support";
+import { describeWithTools } from "@typevisor/test-support";
 import type { Cpu, CpuOptions } from "../src/index.js";
 import { flatCpu } from "./harness/flat-cpu.js";
+import { nasmBinary } from "./harness/nasm.js";
 import { ENGINES, expectSameState, type RunState } from "./harness/same-state.js";
 
 const ROUNDS = 3000;
@@ -105,18 +103,6 @@ ${RUN}
   invlpg [0x2000]
 ${RUN}`);
 
-function assemble(source: string): Uint8Array {
-  const dir = tempDir("tv-region-pages-");
-  try {
-    const src = join(dir.path, "loop.asm");
-    const bin = join(dir.path, "loop.bin");
-    writeFileSync(src, source);
-    execFileSync("nasm", ["-f", "bin", "-o", bin, src]);
-    return readFileSync(bin);
-  } finally {
-    dir.remove();
-  }
-}
 
 interface Outcome extends RunState {
   cpu: Cpu;
@@ -149,7 +135,7 @@ function checkAgainstInterpreter(code: Uint8Array): Outcome[] {
 
 describeWithTools(["nasm"], "compiled regions across pages", () => {
   it("a loop that straddles a page boundary runs in one region", () => {
-    for (const { cpu } of checkAgainstInterpreter(assemble(STRADDLE))) {
+    for (const { cpu } of checkAgainstInterpreter(nasmBinary(STRADDLE))) {
       const jit = cpu.jit!;
       // Two crossings per round; the run loop sees about one dispatch per slice of 1000 instructions.
       expect(jit.dispatches).toBeLessThan(ROUNDS / 10);
@@ -158,7 +144,7 @@ describeWithTools(["nasm"], "compiled regions across pages", () => {
   });
 
   it("a store to the second page drops the region, and a remapped second page is not run from the old code", () => {
-    const compiled = checkAgainstInterpreter(assemble(CHANGES));
+    const compiled = checkAgainstInterpreter(nasmBinary(CHANGES));
     for (const { cpu } of compiled) expect(cpu.jit!.dropped).toBeGreaterThan(0);
   });
 });

@@ -4,14 +4,12 @@
 // state before it (jit.ts). Loops that mix all of these, including
 // read-modify-writes, must leave the registers, flags and memory the
 // byte-by-byte interpreter leaves.
-import { execFileSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { expect, it } from "vitest";
 import { PhysicalMemory } from "@typevisor/mmu-ept";
-import { describeWithTools, tempDir } from "@typevisor/test-support";
+import { describeWithTools } from "@typevisor/test-support";
 import type { CpuOptions } from "../src/index.js";
 import { flatCpu } from "./harness/flat-cpu.js";
+import { nasmBinary } from "./harness/nasm.js";
 import { ENGINES, expectSameState, type RunState } from "./harness/same-state.js";
 
 const ROUNDS = 300;
@@ -76,16 +74,7 @@ round:
 `;
 
 function assemble(body: string): Uint8Array {
-  const dir = tempDir("tv-slow-paths-");
-  try {
-    const src = join(dir.path, "loop.asm");
-    const bin = join(dir.path, "loop.bin");
-    writeFileSync(src, `bits 32\norg 0x1000\n  mov ebp, ${LOG}\n  mov ecx, ${ROUNDS}\n${body}`);
-    execFileSync("nasm", ["-f", "bin", "-o", bin, src]);
-    return readFileSync(bin);
-  } finally {
-    dir.remove();
-  }
+  return nasmBinary(`bits 32\norg 0x1000\n  mov ebp, ${LOG}\n  mov ecx, ${ROUNDS}\n${body}`);
 }
 
 interface Outcome extends RunState {

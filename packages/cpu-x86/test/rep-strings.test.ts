@@ -5,13 +5,11 @@
 // destinations, and every element size. The CPU moves
 // whole page runs at once when it can (Cpu.repBulk); a plain model of the
 // SDM's element-by-element definition is the oracle.
-import { execFileSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { expect, it } from "vitest";
 import { PhysicalMemory } from "@typevisor/mmu-ept";
-import { describeWithTools, tempDir } from "@typevisor/test-support";
+import { describeWithTools } from "@typevisor/test-support";
 import { flatCpu } from "./harness/flat-cpu.js";
+import { nasmBinary } from "./harness/nasm.js";
 
 interface Op {
   kind: "movs" | "stos";
@@ -84,13 +82,7 @@ function initial(): Uint8Array {
 
 describeWithTools(["nasm"], "REP MOVS and REP STOS", () => {
   it("leave memory and registers as element-by-element execution does", () => {
-    const dir = tempDir("tv-rep-");
-    const src = join(dir.path, "rep.asm");
-    const bin = join(dir.path, "rep.bin");
-    writeFileSync(src, program(OPS));
-    execFileSync("nasm", ["-f", "bin", "-o", bin, src]);
-    const image = readFileSync(bin);
-    dir.remove();
+    const image = nasmBinary(program(OPS));
     const memory = new PhysicalMemory({ ramSize: 1 << 20 });
     memory.write(0x1000, image);
     memory.write(AREA, initial());

@@ -3,13 +3,11 @@
 // interpreter (TF), must end in the same state after the same number of
 // instructions. Slices that end between a compare and its branch (which the
 // decoder fuses into one record) retire the compare alone.
-import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { expect, it } from "vitest";
 import { PhysicalMemory } from "@typevisor/mmu-ept";
-import { describeWithTools, tempDir } from "@typevisor/test-support";
+import { describeWithTools } from "@typevisor/test-support";
 import { x86 } from "../src/index.js";
+import { nasmBinary } from "./harness/nasm.js";
 import { flatCpu } from "./harness/flat-cpu.js";
 
 const PROGRAM = `bits 32
@@ -59,18 +57,9 @@ function run(image: Uint8Array, slice: number, singleStep: boolean): { regs: num
 
 describeWithTools(["nasm"], "slices of any length", () => {
   it("end in the same state after the same instruction count", () => {
-    const dir = tempDir("tv-slices-");
-    try {
-      const src = join(dir.path, "p.asm");
-      const bin = join(dir.path, "p.bin");
-      execFileSync("sh", ["-c", `cat > ${src}`], { input: PROGRAM });
-      execFileSync("nasm", ["-f", "bin", src, "-o", bin]);
-      const image = readFileSync(bin);
-      const reference = run(image, 100_000, true);
-      expect(reference.instructions).toBeGreaterThan(1000);
-      for (const slice of [1, 2, 3, 5, 7, 100_000]) expect(run(image, slice, false), `slices of ${slice}`).toEqual(reference);
-    } finally {
-      dir.remove();
-    }
+    const image = nasmBinary(PROGRAM);
+    const reference = run(image, 100_000, true);
+    expect(reference.instructions).toBeGreaterThan(1000);
+    for (const slice of [1, 2, 3, 5, 7, 100_000]) expect(run(image, slice, false), `slices of ${slice}`).toEqual(reference);
   });
 });

@@ -2,14 +2,12 @@
 // (Cpu.stringElement) and, in hot blocks, as compiled code. Loops of them
 // (strcmp, strlen, copies up and down, segment overrides) must leave the
 // registers, flags and memory the byte-by-byte interpreter leaves.
-import { execFileSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { expect, it } from "vitest";
 import { PhysicalMemory } from "@typevisor/mmu-ept";
-import { describeWithTools, tempDir } from "@typevisor/test-support";
+import { describeWithTools } from "@typevisor/test-support";
 import type { CpuOptions } from "../src/index.js";
 import { flatCpu } from "./harness/flat-cpu.js";
+import { nasmBinary } from "./harness/nasm.js";
 import { ENGINES, expectSameState, type RunState } from "./harness/same-state.js";
 
 const DATA = 0x10000;
@@ -74,18 +72,6 @@ copy_down:
   hlt
 `;
 
-function image(): Uint8Array {
-  const dir = tempDir("tv-strings-");
-  try {
-    const src = join(dir.path, "strings.asm");
-    const bin = join(dir.path, "strings.bin");
-    writeFileSync(src, PROGRAM);
-    execFileSync("nasm", ["-f", "bin", "-o", bin, src]);
-    return readFileSync(bin);
-  } finally {
-    dir.remove();
-  }
-}
 
 function data(): Uint8Array {
   const a = new Uint8Array(DATA_SIZE);
@@ -111,7 +97,7 @@ function run(code: Uint8Array, options: CpuOptions, step = false): RunState {
 
 describeWithTools(["nasm"], "string instructions without REP", () => {
   it("leave what the byte-by-byte interpreter leaves, from records and compiled", () => {
-    const code = image();
+    const code = nasmBinary(PROGRAM);
     const reference = run(code, { jit: false }, true);
     for (const options of ENGINES) expectSameState(run(code, options), reference, JSON.stringify(options), DATA);
   });
