@@ -134,13 +134,8 @@ export class ByteWriter {
 
   /** Appends an unsigned LEB128. */
   uleb(v: number): void {
-    let x = v >>> 0;
-    do {
-      let b = x & 0x7f;
-      x >>>= 7;
-      if (x !== 0) b |= 0x80;
-      this.byte(b);
-    } while (x !== 0);
+    if (v >>> 0 < 0x80) this.byte(v);
+    else this.bytes(uleb(v));
   }
 
   /** Appends `b` prefixed with its length (a vector of bytes, a section's body). */
