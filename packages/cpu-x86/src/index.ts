@@ -22,7 +22,7 @@ export {
 export type { CpuExtension, InterruptSource } from "./extensions.js";
 export { applyBootState, saveCpuState, loadCpuState } from "./cpu-state.js";
 export { x86Cpu, X86_CPUS, type X86CpuOptions } from "./plugin.js";
-export { BlockCompiler, DEFAULT_JIT_THRESHOLD, type CompiledRegion, type JitOptions, type RegionFn } from "./jit.js";
+export { BlockCompiler, DEFAULT_JIT_THRESHOLD, type CompiledRegion, type JitOptions } from "./jit.js";
 export type { DecodeCacheListener } from "./decode-cache.js";
 export { LocalApic, APIC_DEFAULT_BASE, APIC_VERSION, APIC_REG, APIC_ESR, APIC_DELIVERY, APIC_BASE_BSP, APIC_BASE_ENABLE, MSR_TSC_DEADLINE } from "./apic.js";
 export { ApicBus, LOCAL_APICS } from "./apic-bus.js";

@@ -30,7 +30,7 @@ import { GENERIC_BLOCK, type DecodeCacheListener } from "./decode-cache.js";
 import * as D from "./decoder.js";
 import { successors } from "./region-blocks.js";
 import { buildRegionModule, type RegionPlan } from "./region-codegen.js";
-import { RegionExits, WASM_REGIONS } from "./region-exits.js";
+import { RegionTable, WASM_REGIONS } from "./region-table.js";
 import { TLB_CURRENT_TAGS, TLB_SIZE, TLB_TABLE_LAYOUT } from "@typevisor/mmu-ept";
 
 /** Options of the block compiler (`x86Cpu({ jit })`, `new Cpu(..., { jit })`). */
@@ -55,14 +55,6 @@ export function blockCompilerAvailable(cpu: Cpu): boolean {
   return WASM_REGIONS && cpu.memory.host.memory !== undefined;
 }
 
-/**
- * A compiled region: runs from EIP with `n` instructions retired in the
- * slice; returns the new count, or its complement (`~count`, negative)
- * when the interpreter must run the instruction at the new EIP (the region
- * cannot run here, or an access took a slow path).
- */
-export type RegionFn = (eip: number, n: number, budget: number) => number;
-
 /** Pages a region's blocks come from at most (the entry page included). */
 const MAX_REGION_PAGES = 4;
 /** Blocks per region at most. */
@@ -74,9 +66,9 @@ const MAX_REGIONS = 4096;
 /** Total WebAssembly code (bytes) at most before everything compiled is dropped. */
 const MAX_CODE_BYTES = 64 << 20;
 
-/** A compiled region: its function, the block ids it is the code of, and its code size. */
+/** A compiled region: its slot in the region table, the block ids it is the code of, and its code size. */
 interface Region {
-  fn: RegionFn;
+  slot: number;
   ids: number[];
   bytes: number;
   live: boolean;
@@ -99,7 +91,7 @@ interface RegionPage {
 
 /** Result of compiling one region. */
 interface Compiled {
-  fn: RegionFn;
+  slot: number;
   /** The entry page's blocks (the region is entered at these). */
   blocks: number[];
   bytes: number;
@@ -120,11 +112,20 @@ export interface CompiledRegion {
  * of compiled functions by block id, and region selection.
  */
 export class BlockCompiler implements DecodeCacheListener {
-  /** Compiled function per block id (undefined: not compiled yet). */
-  readonly fns: (RegionFn | undefined)[];
+  /**
+   * The region-table slot of each block id's compiled region (0: none).
+   * `table.enter(slot, eip, n, budget)` runs it from EIP with `n`
+   * instructions retired in the slice, and returns the new count, or its
+   * complement (`~count`, negative) when the interpreter must run the
+   * instruction at the new EIP (the region cannot run here, or an access
+   * took a slow path).
+   */
+  readonly slots: Int32Array;
+  /** The vCPU's region table (region-table.ts). */
+  readonly table: RegionTable;
   /** Starts of each block in the interpreter since it was decoded. */
   readonly hits: Uint16Array;
-  /** Per block id: 0 not compiled, 1 compiled ({@link BlockCompiler.fns} holds its function), 2 not compilable. */
+  /** Per block id: 0 not compiled, 1 compiled ({@link BlockCompiler.slots} holds its region's slot), 2 not compilable. */
   readonly states: Uint8Array;
   /** Block starts before compiling. */
   readonly threshold: number;
@@ -158,15 +159,14 @@ export class BlockCompiler implements DecodeCacheListener {
   private liveBytes = 0;
   /** Compiled code per page key (gpn * 2 + code32): the regions holding its blocks, so a page's code can be dropped. */
   private readonly byPage = new Map<number, PageCode>();
-  /** How regions call out (made with the first region). */
-  private exits: RegionExits | undefined;
 
   constructor(
     private readonly cpu: Cpu,
     maxBlocks: number,
     options: JitOptions,
   ) {
-    this.fns = new Array<RegionFn | undefined>(maxBlocks + 1).fill(undefined);
+    this.slots = new Int32Array(maxBlocks + 1);
+    this.table = new RegionTable(cpu, maxBlocks);
     this.hits = new Uint16Array(maxBlocks + 1);
     this.states = new Uint8Array(maxBlocks + 1);
     this.threshold = Math.max(0, Math.min(0xfffe, Math.floor(options.threshold ?? DEFAULT_JIT_THRESHOLD)));
@@ -208,10 +208,11 @@ export class BlockCompiler implements DecodeCacheListener {
     if (!r.live) return;
     r.live = false;
     for (const id of r.ids)
-      if (this.fns[id] === r.fn) {
-        this.fns[id] = undefined;
+      if (this.slots[id] === r.slot) {
+        this.slots[id] = 0;
         this.states[id] = 0;
       }
+    this.table.release(r.slot);
     this.liveRegions--;
     this.liveBytes -= r.bytes;
     this.dropped++;
@@ -230,7 +231,7 @@ export class BlockCompiler implements DecodeCacheListener {
   /** A block id was (re)assigned by the decode cache: it starts cold. */
   assigned(id: number): void {
     this.hits[id] = 0;
-    this.fns[id] = undefined;
+    this.slots[id] = 0;
     this.states[id] = 0;
   }
 
@@ -262,11 +263,11 @@ export class BlockCompiler implements DecodeCacheListener {
     this.compiled++;
     this.liveRegions++;
     this.liveBytes += res.bytes;
-    const region: Region = { fn: res.fn, ids: [], bytes: res.bytes, live: true };
+    const region: Region = { slot: res.slot, ids: [], bytes: res.bytes, live: true };
     // Only the entry page's blocks enter the region: its code is laid out relative to that page.
     for (const id of res.blocks) {
       if (id === b || this.states[id] === 0) {
-        this.fns[id] = res.fn;
+        this.slots[id] = res.slot;
         this.states[id] = 1;
         region.ids.push(id);
       }
@@ -333,6 +334,7 @@ export class BlockCompiler implements DecodeCacheListener {
     for (let i = 0; i < 6; i++) if (cpu.segFast[i] === 1) fastSegs |= 1 << i;
     // The span of EIP the region's pages cover, relative to the entry page's start: the region checks it against the CS limit on entry.
     const deltas = pages.map((p) => p.delta);
+    const slot = this.table.allocate();
     const plan: RegionPlan = {
       id: b,
       rec,
@@ -354,15 +356,20 @@ export class BlockCompiler implements DecodeCacheListener {
       off: mmu.tlbTable + TLB_TABLE_LAYOUT.hostOffset * TLB_SIZE * 4,
       state: cpu.stateOffset,
     };
-    const module = buildRegionModule(plan, tables, cpu.memory.host.buffer.byteLength >>> 16);
-    this.exits ??= new RegionExits(cpu, this.fns.length - 1);
-    const fn = this.exits.instantiate(module.bytes);
-    this.exits.maps[b] = map;
+    let module;
+    try {
+      module = buildRegionModule(plan, tables, cpu.memory.host.buffer.byteLength >>> 16);
+      this.table.instantiate(module.bytes, slot);
+    } catch (e) {
+      this.table.release(slot);
+      throw e;
+    }
+    this.table.maps[b] = map;
     // The region's name says where its code comes from.
     this.onCompile?.({ name: `region_${gpn.toString(16)}_${off0.toString(16)}`, wasm: module.bytes });
     const used = new Set(plan.pageOf);
     return {
-      fn,
+      slot,
       blocks: ids.filter((_, q) => plan.pageOf[q] === 0),
       bytes: module.bytes.length,
       foreign: pages.filter((_, i) => i > 0 && used.has(i)).map((p) => p.gpn),

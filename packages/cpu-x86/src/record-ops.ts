@@ -1096,7 +1096,8 @@ export function runBlocks(cpu: Cpu, n: number, budget: number, interpretFirst = 
 export function runCompiled(cpu: Cpu, n: number, budget: number): number {
   if (cpu.attention !== 0) return runBlocks(cpu, n, budget);
   const jit = cpu.jit!;
-  const fns = jit.fns;
+  const slots = jit.slots;
+  const enter = jit.table.enter;
   const states = jit.states;
   const bCount = cpu.decoded.bCount;
   const bBytes = cpu.decoded.bBytes;
@@ -1135,7 +1136,7 @@ export function runCompiled(cpu: Cpu, n: number, budget: number): number {
         toStateBlock(cpu, S);
         inState = true;
       }
-      m = fns[b]!(eip, n, budget);
+      m = enter(slots[b], eip, n, budget);
       cpu.eip = S[S_EIP];
     }
     if (m >= 0) {

@@ -40,7 +40,7 @@ import { overwritesFlags } from "./region-blocks.js";
 import { S_BLOCK_EIP, S_BLOCK_N, S_BLOCK_REC, S_CS_BASE, S_CS_LIMIT, S_EIP, S_FLAGS, S_REGS, S_SEG_BASE, S_SEG_FAST, S_SLICE, S_STACK32 } from "./state-block.js";
 import { FunctionWriter, I32, ModuleWriter, OP, uleb, type Label } from "./wasm-writer.js";
 import { cfFunction, condFunction, flagsFunction } from "./region-runtime.js";
-import { EXIT_LIN_SLOW, EXIT_RAISE_GP, EXIT_SHIFT, EXIT_STEP } from "./region-exits.js";
+import { EXIT_LIN_SLOW, EXIT_RAISE_GP, EXIT_SHIFT, EXIT_STEP, EXIT_TYPE, REGION_TYPE } from "./region-table.js";
 import { add, and, cond3, eq, eqz, evenParity, get, gtU, k, leS, leU, load, ltS, ltU, mul, ne, or, select, shl, shrS, shrU, store, sub, sumAboveU, xor, type X } from "./wasm-expr.js";
 
 const MASKS = [255, 65535, -1];
@@ -57,7 +57,7 @@ const F_FLAGS = 4;
 // Type indices, in the order buildRegionModule adds them.
 const T_EXIT = 0;
 
-/** A call out through the exits table (region-exits.ts): `op` and up to four arguments, one i32 back. */
+/** A call out through the exit table (region-table.ts): `op` and up to four arguments, one i32 back. */
 function exit(op: number, a: X = k(0), b: X = k(0), c: X = k(0), d: X = k(0)): X {
   return [...k(op), ...a, ...b, ...c, ...d, ...k(0), OP.callIndirect, T_EXIT, 0x00];
 }
@@ -91,7 +91,7 @@ export interface RegionTables {
 
 /** A region to compile: its blocks by offset from the entry page's start, and what the code may assume. */
 export interface RegionPlan {
-  /** The entry block's id: names the region to the exits (region-exits.ts). */
+  /** The entry block's id: names the region to the exit (region-table.ts). */
   id: number;
   rec: Int32Array;
   offs: number[];
@@ -1241,18 +1241,18 @@ export interface RegionModule {
  * must run the instruction at the new EIP, or when the region cannot run
  * here), its block index and the lazy-flag helpers (region-runtime.ts).
  * It imports the host memory (at least `memoryPages` 64 KiB pages) and the
- * vCPU's exits table (region-exits.ts).
+ * vCPU's exit table (region-table.ts).
  */
 export function buildRegionModule(plan: RegionPlan, tables: RegionTables, memoryPages: number): RegionModule {
   const indexOf = new Map<number, number>();
   plan.offs.forEach((o, q) => indexOf.set(o, q));
   const g = generateRegion(plan, tables, indexOf);
   const mw = new ModuleWriter();
-  if (mw.type([I32, I32, I32, I32, I32], [I32]) !== T_EXIT) throw new Error("block compiler: type indices out of order");
+  if (mw.type(EXIT_TYPE, [I32]) !== T_EXIT) throw new Error("block compiler: type indices out of order");
   const t8 = mw.type([I32, I32, I32, I32, I32, I32, I32, I32], [I32]);
   mw.importMemory("e", "m", memoryPages);
   mw.importTable("e", "t", 1);
-  mw.addFunction(mw.type([I32, I32, I32], [I32]), g.f);
+  mw.addFunction(mw.type(REGION_TYPE, [I32]), g.f);
   mw.addFunction(mw.type([I32], [I32]), blockIndexFunction(plan.offs, indexOf));
   RUNTIME_BODIES ??= [cfFunction().body(), condFunction(F_CF).body(), flagsFunction(F_CF).body()];
   mw.addFunction(t8, RUNTIME_BODIES[0]);
