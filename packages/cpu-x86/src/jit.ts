@@ -113,7 +113,7 @@ export interface CompiledRegion {
  */
 export class BlockCompiler implements DecodeCacheListener {
   /**
-   * The region-table slot of each block id's compiled region (0: none).
+   * @internal The region-table slot of each block id's compiled region (0: none).
    * `table.enter(slot, eip, n, budget)` runs it from EIP with `n`
    * instructions retired in the slice, and returns the new count, or its
    * complement (`~count`, negative) when the interpreter must run the
@@ -121,11 +121,11 @@ export class BlockCompiler implements DecodeCacheListener {
    * took a slow path).
    */
   readonly slots: Int32Array;
-  /** The vCPU's region table (region-table.ts). */
+  /** @internal The vCPU's region table (region-table.ts). */
   readonly table: RegionTable;
   /** Starts of each block in the interpreter since it was decoded. */
   readonly hits: Uint16Array;
-  /** Per block id: 0 not compiled, 1 compiled ({@link BlockCompiler.slots} holds its region's slot), 2 not compilable. */
+  /** Per block id: 0 not compiled, 1 compiled (in a region), 2 not compilable. */
   readonly states: Uint8Array;
   /** Block starts before compiling. */
   readonly threshold: number;
