@@ -355,9 +355,10 @@ class RegionGen {
     const ti = this.tmp();
     this.set(vp, shrU(this.get(la), k(12)));
     this.set(ti, shl(and(this.get(vp), k(16383)), k(2)));
-    const tagHit = eq(load(2, add(this.get(ti), this.get(tags))), this.get(vp));
+    // One compare for the tag and the alignment: (tag ^ vpn) | (la & (size - 1)) is zero exactly on an aligned hit.
+    const tagDiff = xor(load(2, add(this.get(ti), this.get(tags))), this.get(vp));
     return {
-      hit: s === 0 ? tagHit : and(tagHit, eqz(and(this.get(la), k((1 << s) - 1)))),
+      hit: eqz(s === 0 ? tagDiff : or(tagDiff, and(this.get(la), k((1 << s) - 1)))),
       addr: add(load(2, this.get(ti), this.tables.off), and(this.get(la), k(4095))),
     };
   }
@@ -1288,7 +1289,7 @@ function generateRegion(plan: RegionPlan, tables: RegionTables, indexOf: Map<num
       const pg = plan.pages[pi];
       const v = and(add(g.get(g.lp), k(pg.delta)), k(0xfffff));
       const x = shl(and(v, k(16383)), k(2));
-      f.emit(or(ne(load(2, add(x, g.get(g.tagX))), v), ne(load(2, x, tables.off), k(pg.hostOff))));
+      f.emit(or(xor(load(2, add(x, g.get(g.tagX))), v), xor(load(2, x, tables.off), k(pg.hostOff))));
       f.brIf(g.done);
     }
     f.emit(ltS(sub(g.get(g.budget), g.get(g.n)), k(plan.bCount[id])));
