@@ -331,7 +331,12 @@ export class BlockCompiler implements DecodeCacheListener {
       }
     }
     let fastSegs = 0;
-    for (let i = 0; i < 6; i++) if (cpu.segFast[i] === 1) fastSegs |= 1 << i;
+    let zeroSegs = 0;
+    for (let i = 0; i < 6; i++)
+      if (cpu.segFast[i] === 1) {
+        fastSegs |= 1 << i;
+        if (cpu.segBase[i] === 0) zeroSegs |= 1 << i;
+      }
     // The span of EIP the region's pages cover, relative to the entry page's start: the region checks it against the CS limit on entry.
     const deltas = pages.map((p) => p.delta);
     const slot = this.table.allocate();
@@ -349,6 +354,7 @@ export class BlockCompiler implements DecodeCacheListener {
       spanHi: Math.max(...deltas) * 4096 + 4095,
       code32,
       fastSegs,
+      zeroSegs,
       stack32: cpu.stack32,
     };
     const tables = {

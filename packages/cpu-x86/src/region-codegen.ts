@@ -77,6 +77,8 @@ interface Usage {
   segs: number;
   /** Segments assumed flat (checked on entry and after the interpreter ran an instruction). */
   guard: number;
+  /** Segments assumed flat with base 0. */
+  zeroGuard: number;
 }
 
 /** Where the region finds the tables it reads, as byte offsets in the host memory. */
@@ -109,6 +111,8 @@ export interface RegionPlan {
   code32: boolean;
   /** Segments (bit per register) that were flat when the region was compiled: it assumes they stay so. */
   fastSegs: number;
+  /** Of those, the ones whose base was 0: the region assumes that too, and adds no base. */
+  zeroSegs: number;
   stack32: boolean;
 }
 
@@ -119,7 +123,7 @@ export interface RegionPlan {
  */
 class RegionGen {
   readonly f = new FunctionWriter([I32, I32, I32]);
-  readonly use: Usage = { regs: 0, written: 0, segs: 0, guard: 0 };
+  readonly use: Usage = { regs: 0, written: 0, segs: 0, guard: 0, zeroGuard: 0 };
   // Parameters.
   readonly eip = 0;
   readonly n = 1;
@@ -313,6 +317,11 @@ class RegionGen {
 
   /** The linear address of `seg`:`off` (`off` cheap to repeat: a local or constant). */
   linExpr(seg: number, off: X, len: number, write: boolean): X {
+    if ((this.plan.zeroSegs >> seg) & 1) {
+      // Flat with base 0 (Linux's kernel data and stack): the offset is the linear address.
+      this.use.zeroGuard |= 1 << seg;
+      return off;
+    }
     this.use.segs |= 1 << seg;
     if ((this.plan.fastSegs >> seg) & 1) {
       this.use.guard |= 1 << seg;
@@ -745,12 +754,15 @@ class RegionGen {
    * Whether what the region assumed no longer holds: a segment it treats
    * as flat is not, or the stack size changed (checked on entry and after
    * the interpreter ran an instruction for it). `guard` is the set of
-   * segments assumed flat.
+   * segments assumed flat, `zero` of those assumed flat with base 0.
    */
-  assumptionsBroken(guard: number): X {
-    let e: X = ne(this.ldS(S_STACK32), k(this.stack32 ? 1 : 0));
-    for (let i = 0; i < 6; i++) if ((guard >> i) & 1) e = or(e, ne(load(0, k(0), this.tables.state + S_SEG_FAST * 4 + i), k(1)));
-    return e;
+  assumptionsBroken(guard: number, zero: number): X {
+    let e: X = xor(this.ldS(S_STACK32), k(this.stack32 ? 1 : 0));
+    for (let i = 0; i < 6; i++) {
+      if (((guard | zero) >> i) & 1) e = or(e, xor(load(0, k(0), this.tables.state + S_SEG_FAST * 4 + i), k(1)));
+      if ((zero >> i) & 1) e = or(e, this.ldS(S_SEG_BASE + i));
+    }
+    return ne(e, k(0));
   }
 
   /**
@@ -835,7 +847,7 @@ function compileBlock(g: RegionGen, start: number, count: number, bytes: number,
       g.set(g.att, exit(EXIT_STEP, k(g.plan.id)));
       g.f.emit(g.fill());
       // The segments that were flat at compile time (a superset of those the region assumes flat, which are only known at its end).
-      g.set(g.att, or(g.get(g.att), g.assumptionsBroken(g.plan.fastSegs)));
+      g.set(g.att, or(g.get(g.att), g.assumptionsBroken(g.plan.fastSegs, g.plan.zeroSegs)));
       g.set(g.o, sub(g.ldS(S_EIP), g.get(g.pb)));
       g.goToDynamic(i + 1);
       g.resetFlags();
@@ -1317,7 +1329,7 @@ function generateRegion(plan: RegionPlan, tables: RegionTables, indexOf: Map<num
   if (plan.spanLo < 0) refuse = or(refuse, ltU(g.get(g.pb), k(-plan.spanLo)));
   refuse = or(refuse, sumAboveU(g.get(g.pb), plan.spanHi, g.ldS(S_CS_LIMIT)));
   refuse = or(refuse, sumAboveU(g.get(g.pb), plan.spanHi, k(plan.code32 ? -1 : 0xffff)));
-  refuse = or(refuse, g.assumptionsBroken(g.use.guard));
+  refuse = or(refuse, g.assumptionsBroken(g.use.guard, g.use.zeroGuard));
   f.emit(refuse);
   f.open("if");
   f.emit(g.stS(S_EIP, g.get(g.eip)));
